@@ -1,0 +1,160 @@
+"""The DQN agent: epsilon-greedy acting and the compiled Q-learning update.
+
+The update follows Mnih et al. (2015): a target network held fixed between
+hard syncs, the Huber loss, and gradient clipping (here by global norm). Double
+DQN (van Hasselt et al. 2016) picks the next action with the online network and
+evaluates it with the target network. Several updates run inside one
+`tf.function` call (`gradient_steps`), so Python and dispatch overhead is paid
+once per learner call instead of once per update.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tfquiet  # noqa: F401,E402  (before TensorFlow)
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from agent.config import DQNConfig  # noqa: E402
+from agent.networks import NumpyMLPPolicy, build_q_network  # noqa: E402
+from replay import Batch  # noqa: E402
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: the weights are no longer usable."""
+
+
+def make_optimizer(cfg: DQNConfig) -> keras.optimizers.Optimizer:
+    if cfg.optimizer == "rmsprop":
+        # DeepMind's RMSProp as in the Nature paper: decay 0.95, epsilon 0.01, centered.
+        return keras.optimizers.RMSprop(learning_rate=cfg.learning_rate, rho=0.95, epsilon=0.01, centered=True)
+    return keras.optimizers.Adam(learning_rate=cfg.learning_rate, epsilon=cfg.adam_epsilon)
+
+
+class DQNAgent:
+    """Online and target Q-networks, an optimizer and an exploration RNG.
+
+    Args:
+        obs_shape: one observation's shape.
+        obs_dtype: observation dtype (uint8 frames are scaled inside the network).
+        num_actions: size of the discrete action space.
+        cfg: the run configuration (network, optimizer, loss and target settings).
+        seed: seeds the exploration RNG. Network init follows TF's global seed.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], obs_dtype, num_actions: int, cfg: DQNConfig, seed: int = 0):
+        self.cfg = cfg
+        self.obs_shape = tuple(obs_shape)
+        self.obs_dtype = np.dtype(obs_dtype)
+        self.num_actions = int(num_actions)
+        net = dict(kind=cfg.network, hidden_sizes=cfg.hidden_sizes, dueling=cfg.dueling)
+        self.online = build_q_network(self.obs_shape, self.obs_dtype, self.num_actions, name="online", **net)
+        # No target network (target_update_period = 0, as in the chapter): targets come from the online one.
+        self.target = build_q_network(self.obs_shape, self.obs_dtype, self.num_actions, name="target", **net) if cfg.target_update_period > 0 else None
+        self.sync_target()
+        self.optimizer = make_optimizer(cfg)
+        self.optimizer.build(self.online.trainable_variables)
+        self.rng = np.random.default_rng(seed)
+        self.num_updates = 0  # gradient steps taken
+        self._update_fn = tf.function(self._update_many, jit_compile=cfg.jit_compile, reduce_retracing=True)
+        self._q_fn = tf.function(lambda obs: self.online(obs, training=False), reduce_retracing=True)
+        self._numpy_policy = NumpyMLPPolicy(self.online) if NumpyMLPPolicy.supports(self.online) else None
+
+    # ----- acting -----
+
+    def q_values(self, obs_batch: np.ndarray) -> np.ndarray:
+        """Q-values of the online network, shape `(B, num_actions)`, float32."""
+        obs_batch = np.asarray(obs_batch, dtype=self.obs_dtype)
+        if self._numpy_policy is not None:
+            return self._numpy_policy.q_values(obs_batch).astype(np.float32, copy=False)
+        return self._q_fn(obs_batch).numpy()
+
+    def act(self, obs_batch: np.ndarray, epsilon: float) -> np.ndarray:
+        """Epsilon-greedy actions for a batch of observations, int64 `(B,)`.
+
+        Each row explores with probability `epsilon`; the network is only run
+        when at least one row acts greedily.
+        """
+        n = len(obs_batch)
+        explore = self.rng.random(n) < epsilon
+        random_actions = self.rng.integers(0, self.num_actions, size=n)
+        if explore.all():
+            return random_actions
+        greedy = self.q_values(obs_batch).argmax(axis=1)
+        return np.where(explore, random_actions, greedy)
+
+    # ----- learning -----
+
+    def sync_target(self) -> None:
+        """Copy the online weights into the target network (a hard update)."""
+        if self.target is not None:
+            self.target.set_weights(self.online.get_weights())
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """Run gradient steps on one batch `(B, ...)` or on stacked batches `(K, B, ...)`.
+
+        Returns:
+            The mean loss, mean Q(s, a) and mean pre-clipping gradient norm
+            over the steps taken.
+
+        Raises:
+            NonFiniteLossError: if the loss is NaN or infinite.
+        """
+        if np.ndim(batch.actions) == 1:
+            batch = Batch(*(np.expand_dims(x, 0) for x in batch))
+        loss, q_mean, grad_norm = self._update_fn(
+            tf.convert_to_tensor(batch.obs),
+            tf.convert_to_tensor(batch.actions, dtype=tf.int32),
+            tf.convert_to_tensor(batch.rewards, dtype=tf.float32),
+            tf.convert_to_tensor(batch.next_obs),
+            tf.convert_to_tensor(batch.terminated, dtype=tf.float32),
+        )
+        self.num_updates += int(batch.actions.shape[0])
+        loss = float(loss)
+        if not np.isfinite(loss):
+            raise NonFiniteLossError(f"loss became {loss} after update {self.num_updates}")
+        if self._numpy_policy is not None:
+            self._numpy_policy.refresh()
+        return {"loss": loss, "q_mean": float(q_mean), "grad_norm": float(grad_norm)}
+
+    def td_targets(self, rewards, next_obs, terminated):
+        """y = r + gamma * (1 - terminated) * Q_target(s', a'), a' by the online net if Double DQN."""
+        target_net = self.target if self.target is not None else self.online
+        next_q_target = target_net(next_obs, training=False)
+        if self.cfg.double_dqn:
+            next_actions = tf.argmax(self.online(next_obs, training=False), axis=1, output_type=tf.int32)
+        else:
+            next_actions = tf.argmax(next_q_target, axis=1, output_type=tf.int32)
+        next_q = tf.gather(next_q_target, next_actions, axis=1, batch_dims=1)
+        return tf.stop_gradient(rewards + self.cfg.gamma * (1.0 - terminated) * next_q)
+
+    def _train_step(self, obs, actions, rewards, next_obs, terminated):
+        targets = self.td_targets(rewards, next_obs, terminated)
+        variables = self.online.trainable_variables
+        with tf.GradientTape() as tape:
+            q = self.online(obs, training=True)
+            q_taken = tf.gather(q, actions, axis=1, batch_dims=1)
+            error = targets - q_taken
+            if self.cfg.loss == "huber":
+                abs_error = tf.abs(error)
+                quadratic = tf.minimum(abs_error, 1.0)
+                loss = tf.reduce_mean(0.5 * quadratic**2 + (abs_error - quadratic))
+            else:
+                loss = tf.reduce_mean(error**2)
+        grads = tape.gradient(loss, variables)
+        grad_norm = tf.linalg.global_norm(grads)
+        if self.cfg.max_grad_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, self.cfg.max_grad_norm, use_norm=grad_norm)
+        self.optimizer.apply(grads, variables)
+        return loss, tf.reduce_mean(q_taken), grad_norm
+
+    def _update_many(self, obs, actions, rewards, next_obs, terminated):
+        steps = tf.shape(actions)[0]
+        totals = (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0))
+        for i in tf.range(steps):
+            out = self._train_step(obs[i], actions[i], rewards[i], next_obs[i], terminated[i])
+            totals = tuple(t + o for t, o in zip(totals, out))
+        n = tf.cast(steps, tf.float32)
+        return tuple(t / n for t in totals)

@@ -1,0 +1,142 @@
+"""The run directory: everything needed to resume, evaluate or replay a run.
+
+    config.toml      the resolved configuration
+    meta.json        format version, env id, observation/action signature, counters
+    model.keras      the online Q-network (Keras format, loadable in safe mode)
+    checkpoints/     tf.train.Checkpoint of networks, optimizer and counters
+    progress.csv     one row per log interval and evaluation
+    tb/              TensorBoard event files
+    eval.json        the final evaluation
+
+Every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from agent import config as config_lib
+from agent.config import DQNConfig
+from agent.errors import UserError
+
+FORMAT_VERSION = 1
+RUN_FILES = ("config.toml", "meta.json", "model.keras")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def holds_run(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in (*RUN_FILES, "checkpoints", "progress.csv"))
+
+
+def prepare_run_dir(path: str | Path, force: bool = False) -> Path:
+    """Create the run directory, refusing to overwrite an existing run unless `force`.
+
+    Raises:
+        UserError: if it holds a run and `force` is false, or cannot be written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"run directory {str(path)!r} is a file; choose another --run-dir")
+    if holds_run(path):
+        if not force:
+            raise UserError(f"{str(path)!r} already holds a run; choose another --run-dir or pass --force to replace it")
+        import shutil
+
+        shutil.rmtree(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write the run directory {str(path)!r}: {e.strerror}") from None
+    return path
+
+
+def save_config(run_dir: Path, cfg: DQNConfig) -> None:
+    atomic_write_text(run_dir / "config.toml", config_lib.to_toml(cfg))
+
+
+def load_config(run_dir: str | Path) -> DQNConfig:
+    """Read and validate a run's `config.toml`.
+
+    Raises:
+        UserError: if the directory or file is missing or invalid.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {str(run_dir)!r} does not exist")
+    path = run_dir / "config.toml"
+    if not path.is_file():
+        raise UserError(f"{str(run_dir)!r} holds no run (config.toml is missing); pass a directory written by train.py")
+    return config_lib.from_dict(config_lib.load_toml(path), source=str(path))
+
+
+def save_model(run_dir: Path, model) -> None:
+    """Save the Keras model atomically (Keras wants a `.keras` suffix, so the temp name keeps it)."""
+    final = run_dir / "model.keras"
+    tmp = run_dir / ".model.tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, final)
+
+
+def load_model(run_dir: str | Path):
+    """Load `model.keras` in Keras safe mode (no arbitrary code).
+
+    Raises:
+        UserError: if the model is missing or cannot be read.
+    """
+    import keras
+
+    import agent.networks  # noqa: F401  (registers DuelingHead)
+
+    path = Path(run_dir) / "model.keras"
+    if not path.is_file():
+        raise UserError(f"{str(run_dir)!r} holds no model (model.keras is missing); was training interrupted before the first save?")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as e:  # Keras raises many types for a damaged zip/h5
+        raise UserError(f"{str(path)!r} is not a readable Keras model ({type(e).__name__}); re-train or restore it") from None
+
+
+def save_meta(run_dir: Path, meta: dict) -> None:
+    atomic_write_json(run_dir / "meta.json", {"format_version": FORMAT_VERSION, **meta})
+
+
+def load_meta(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "meta.json"
+    if not path.is_file():
+        raise UserError(f"{str(run_dir)!r} holds no run (meta.json is missing)")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{str(path)!r} is not valid JSON; the run directory is damaged") from None
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(f"{str(run_dir)!r} was written by a newer version (format {meta['format_version']}); update this tool")
+    return meta

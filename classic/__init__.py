@@ -1,0 +1,1 @@
+"""The handbook chapter's supervised models, and the building blocks the agent reuses."""

@@ -1,0 +1,65 @@
+"""Keras building blocks shared by the chapter's models and the DQN agent.
+
+The chapter builds its MLP from `Dense` layers and its CNN from
+`Conv2D`/`MaxPool2D` stacks; the agent's Q-networks (an MLP torso for vector
+observations, the Nature CNN torso for frames) are made from the same two
+functions, so there is one place that says how a torso is laid out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tfquiet  # noqa: F401  (before TensorFlow)
+import keras
+
+# (filters, kernel size, stride) of the Nature DQN torso (Mnih et al. 2015).
+NATURE_CNN_CONVS: tuple[tuple[int, int, int], ...] = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+NATURE_CNN_DENSE = 512
+
+
+def dense_stack(units: Sequence[int], activation: str = "relu", name: str = "dense") -> list[keras.layers.Layer]:
+    """Fully connected layers of the given widths, each followed by `activation`.
+
+    Args:
+        units: width of each hidden layer, first to last.
+        activation: Keras activation name applied after each layer.
+        name: prefix of the layer names (`{name}_0`, `{name}_1`, ...).
+    """
+    return [keras.layers.Dense(u, activation=activation, name=f"{name}_{i}") for i, u in enumerate(units)]
+
+
+def conv_stack(
+    convs: Sequence[tuple[int, int, int]],
+    activation: str = "relu",
+    padding: str = "valid",
+    pool: int | None = None,
+    name: str = "conv",
+) -> list[keras.layers.Layer]:
+    """Conv2D layers `(filters, kernel, stride)`, optionally each followed by max pooling.
+
+    The chapter's MNIST CNN uses `padding="same"` and `pool=2`; the Nature DQN
+    torso uses `valid` convolutions with strides and no pooling.
+    """
+    layers: list[keras.layers.Layer] = []
+    for i, (filters, kernel, stride) in enumerate(convs):
+        layers.append(
+            keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding, activation=activation, name=f"{name}_{i}")
+        )
+        if pool:
+            layers.append(keras.layers.MaxPool2D(pool, name=f"{name}_pool_{i}"))
+    return layers
+
+
+def nature_cnn_torso(name: str = "torso") -> list[keras.layers.Layer]:
+    """The Nature DQN torso: 32 8x8/4, 64 4x4/2, 64 3x3/1 convolutions, then Dense 512."""
+    return [
+        *conv_stack(NATURE_CNN_CONVS, name=f"{name}_conv"),
+        keras.layers.Flatten(name=f"{name}_flatten"),
+        *dense_stack([NATURE_CNN_DENSE], name=f"{name}_dense"),
+    ]
+
+
+def mlp_torso(hidden_sizes: Sequence[int], name: str = "torso") -> list[keras.layers.Layer]:
+    """A flatten followed by ReLU dense layers: the torso of the vector-observation Q-network."""
+    return [keras.layers.Flatten(name=f"{name}_flatten"), *dense_stack(hidden_sizes, name=f"{name}_dense")]

@@ -1,0 +1,90 @@
+"""Environments as the network sees them: `make_env(env_id, *, seed, mode)`.
+
+Vector-observation gymnasium envs (CartPole-v1, Acrobot-v1, MountainCar-v0,
+LunarLander-v3 with box2d, ...) come back wrapped in
+`RecordEpisodeStatistics`, so `info["episode"]` carries the true return and
+length when an episode ends. No TensorFlow is imported here.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import gymnasium as gym
+import numpy as np
+
+MODES = ("train", "eval", "play")
+
+
+class EnvError(ValueError):
+    """The env id is unknown or the env cannot be used by a DQN."""
+
+
+def _known_ids() -> list[str]:
+    return sorted(gym.registry.keys())
+
+
+def make_env(env_id: str, *, seed: int | None = None, mode: str = "train", render_mode: str | None = None) -> gym.Env:
+    """Build the env for training, evaluation or play.
+
+    Args:
+        env_id: a gymnasium id such as "CartPole-v1".
+        seed: seeds the env's first reset and its action space.
+        mode: "train", "eval" or "play"; vector envs behave the same in all three.
+        render_mode: passed to `gym.make` ("rgb_array" for videos and windows).
+
+    Raises:
+        EnvError: for an unknown id, a continuous action space or an
+            observation a Q-network here cannot take.
+    """
+    if mode not in MODES:
+        raise EnvError(f"mode must be one of {MODES}, got {mode!r}")
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, _known_ids(), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `python -c \"import gymnasium; gymnasium.pprint_registry()\"` lists them"
+        raise EnvError(f"unknown env id {env_id!r}{hint}")
+    try:
+        env = gym.make(env_id, render_mode=render_mode)
+    except gym.error.DependencyNotInstalled as e:
+        raise EnvError(f"env {env_id!r} needs an extra package: {e}") from None
+    check_spaces(env_id, env)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+def check_spaces(env_id: str, env: gym.Env) -> None:
+    """A DQN needs discrete actions and a flat float vector (or an image) as observation."""
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        env.close()
+        raise EnvError(
+            f"{env_id} has a {type(env.action_space).__name__} action space; DQN needs discrete actions "
+            "(try CartPole-v1, Acrobot-v1, MountainCar-v0 or an ALE game)"
+        )
+    space = env.observation_space
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) not in (1, 3):
+        env.close()
+        raise EnvError(f"{env_id} has observations {space}; a vector or an (H, W, C) image is needed")
+
+
+def obs_signature(env: gym.Env) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(observation shape, observation dtype, number of actions) of an env."""
+    return tuple(env.observation_space.shape), np.dtype(env.observation_space.dtype), int(env.action_space.n)
+
+
+def reward_threshold(env_id: str) -> float | None:
+    """The env's registered `reward_threshold` (475 for CartPole-v1), if any."""
+    spec = gym.spec(env_id) if env_id in gym.registry else None
+    return None if spec is None else spec.reward_threshold
+
+
+def action_names(env: gym.Env) -> list[str]:
+    """Human-readable names of the actions (ALE's meanings, or generic ones)."""
+    base = env.unwrapped
+    if hasattr(base, "get_action_meanings"):
+        return list(base.get_action_meanings())
+    if base.spec is not None and base.spec.id.startswith("CartPole"):
+        return ["LEFT", "RIGHT"]
+    return [f"action {i}" for i in range(env.action_space.n)]

@@ -1,0 +1,160 @@
+"""A preallocated numpy ring buffer of transitions, sampled uniformly.
+
+The layout follows Stable-Baselines3's `ReplayBuffer`: one array per field,
+allocated once, written at `pos`, wrapping when full. Each row stores the
+transition's own `next_obs` (the real final observation of a truncated
+episode included), so a time limit never leaks a reset observation into a
+bootstrap target.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class ReplayMemoryError(ValueError):
+    """The requested replay memory cannot be built (bad size, no memory)."""
+
+
+class Batch(NamedTuple):
+    """A batch of transitions; dtypes are those of the stored data.
+
+    Attributes:
+        obs: observations, shape `(B, *obs_shape)`, the env's dtype.
+        actions: int32 `(B,)`.
+        rewards: float32 `(B,)`.
+        next_obs: observations after the action, like `obs`.
+        terminated: float32 `(B,)`, 1.0 where the episode truly ended, so the
+            target does not bootstrap. A truncated (time-limit) step is 0.0.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray
+    terminated: np.ndarray
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the kernel says a new allocation can still get, or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fits_in_memory(nbytes: int, what: str) -> None:
+    """Refuse up front when `nbytes` would not fit in the machine's free memory.
+
+    Raises:
+        ReplayMemoryError: naming the sizes and how to make the buffer fit.
+    """
+    available = available_memory_bytes()
+    if available is not None and nbytes > 0.9 * available:
+        raise ReplayMemoryError(
+            f"{what} needs {nbytes / 2**30:.2f} GiB but only {available / 2**30:.2f} GiB "
+            "of memory is available; lower replay_capacity (e.g. --set replay_capacity=...)"
+        )
+
+
+class ReplayBuffer:
+    """Uniform replay over a fixed-capacity ring of transitions.
+
+    Args:
+        capacity: number of transitions kept (the oldest are overwritten).
+        obs_shape: shape of one observation.
+        obs_dtype: dtype observations are stored (and sampled) in.
+        seed: seed of the sampling RNG.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype: np.dtype | type = np.float32,
+        seed: int | None = None,
+    ) -> None:
+        if capacity < 1:
+            raise ReplayMemoryError(f"replay capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self.obs_shape = tuple(obs_shape)
+        self.obs_dtype = np.dtype(obs_dtype)
+        check_fits_in_memory(self.expected_nbytes(capacity, obs_shape, obs_dtype), "The replay buffer")
+        self.obs = np.zeros((capacity, *obs_shape), dtype=self.obs_dtype)
+        self.next_obs = np.zeros((capacity, *obs_shape), dtype=self.obs_dtype)
+        self.actions = np.zeros(capacity, dtype=np.int32)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=np.float32)
+        self.pos = 0  # next row to write
+        self.size = 0  # rows holding data
+        self.rng = np.random.default_rng(seed)
+
+    @staticmethod
+    def expected_nbytes(capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype | type) -> int:
+        """Bytes the buffer's arrays take, computed before allocating them."""
+        obs_bytes = int(np.prod(obs_shape)) * np.dtype(obs_dtype).itemsize
+        return capacity * (2 * obs_bytes + 4 + 4 + 4)
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def nbytes(self) -> int:
+        """Exact bytes held by the stored arrays."""
+        return sum(a.nbytes for a in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated))
+
+    def add(self, obs, action: int, reward: float, next_obs, terminated: bool) -> None:
+        """Store one transition. `terminated` must not include truncation."""
+        i = self.pos
+        self.obs[i] = obs
+        self.next_obs[i] = next_obs
+        self.actions[i] = action
+        self.rewards[i] = reward
+        self.terminated[i] = float(terminated)
+        self.pos = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def add_batch(self, obs, actions, rewards, next_obs, terminated) -> None:
+        """Store one transition per env of a vector env (rows in env order)."""
+        n = len(actions)
+        idx = (self.pos + np.arange(n)) % self.capacity
+        self.obs[idx] = obs
+        self.next_obs[idx] = next_obs
+        self.actions[idx] = actions
+        self.rewards[idx] = rewards
+        self.terminated[idx] = terminated
+        self.pos = int((self.pos + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
+    def sample_indices(self, n: int) -> np.ndarray:
+        if self.size == 0:
+            raise ReplayMemoryError("cannot sample from an empty replay buffer")
+        return self.rng.integers(0, self.size, size=n)
+
+    def sample(self, batch_size: int) -> Batch:
+        """Draw `batch_size` transitions uniformly, with replacement."""
+        return self._gather(self.sample_indices(batch_size))
+
+    def sample_many(self, num_batches: int, batch_size: int) -> Batch:
+        """Draw `num_batches` batches at once, stacked on a leading axis.
+
+        One gather instead of `num_batches` keeps the per-update Python cost
+        out of the learner's hot path.
+        """
+        idx = self.sample_indices(num_batches * batch_size).reshape(num_batches, batch_size)
+        return self._gather(idx)
+
+    def _gather(self, idx: np.ndarray) -> Batch:
+        return Batch(
+            obs=self.obs[idx],
+            actions=self.actions[idx],
+            rewards=self.rewards[idx],
+            next_obs=self.next_obs[idx],
+            terminated=self.terminated[idx],
+        )
