@@ -87,6 +87,16 @@ class DQNAgent:
 
     # ----- learning -----
 
+    def set_online_weights(self, weights: list[np.ndarray]) -> None:
+        """Load weights into the online network (and the numpy acting copy)."""
+        self.online.set_weights(weights)
+        self.refresh_acting_copy()
+
+    def refresh_acting_copy(self) -> None:
+        """Call after changing the online weights other than through `update` (e.g. a restore)."""
+        if self._numpy_policy is not None:
+            self._numpy_policy.refresh()
+
     def sync_target(self) -> None:
         """Copy the online weights into the target network (a hard update)."""
         if self.target is not None:
@@ -115,8 +125,7 @@ class DQNAgent:
         loss = float(loss)
         if not np.isfinite(loss):
             raise NonFiniteLossError(f"loss became {loss} after update {self.num_updates}")
-        if self._numpy_policy is not None:
-            self._numpy_policy.refresh()
+        self.refresh_acting_copy()
         return {"loss": loss, "q_mean": float(q_mean), "grad_norm": float(grad_norm)}
 
     def td_targets(self, rewards, next_obs, terminated):

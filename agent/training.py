@@ -91,6 +91,19 @@ def epsilon_schedule(cfg: DQNConfig):
     return linear(cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay), "steps"
 
 
+def replay_targets(reward: float, terminated: bool, truncated: bool, cfg: DQNConfig) -> tuple[float, bool]:
+    """The (reward, terminal flag) stored for a transition.
+
+    Only `terminated` stops bootstrapping: a time limit is not a terminal
+    state, so a truncated step keeps bootstrapping from its real final
+    observation. The chapter's preset opts into its own rules: a -10 reward
+    on the last step and `done` (time limit included) as terminal.
+    """
+    if (terminated or truncated) and cfg.terminal_reward is not None:
+        reward = cfg.terminal_reward
+    return reward, bool(terminated or (truncated and cfg.truncation_as_terminal))
+
+
 def build_agent(cfg: DQNConfig, env) -> DQNAgent:
     obs_shape, obs_dtype, num_actions = obs_signature(env)
     return DQNAgent(obs_shape, obs_dtype, num_actions, cfg, seed=cfg.seed)
@@ -158,10 +171,8 @@ def train(cfg: DQNConfig, run_dir: str | Path, progress: bool = True) -> TrainRe
             episode_over = terminated or truncated
 
             # 2. store; bootstrap only through `terminated` (a time limit is not a terminal state)
-            if episode_over and cfg.terminal_reward is not None:
-                reward = cfg.terminal_reward
-            ends_bootstrap = terminated or (truncated and cfg.truncation_as_terminal)
-            replay.add(obs, action, reward, next_obs, ends_bootstrap)
+            stored_reward, ends_bootstrap = replay_targets(float(reward), terminated, truncated, cfg)
+            replay.add(obs, action, stored_reward, next_obs, ends_bootstrap)
             obs = next_obs
             if episode_over:
                 episodes += 1

@@ -1,0 +1,33 @@
+# Two commands on a fresh clone:  `make train`  and  `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RUN    ?= runs/cartpole-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: train test test-all bench clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+# Train CartPole-v1 with the default preset, then record the trained agent.
+train: $(STAMP)
+	$(PY) train.py --env CartPole-v1 --run-dir $(RUN)
+	$(PY) play.py $(RUN) --headless --episodes 1 --record $(RUN)/cartpole.mp4
+	@echo "run saved in $(RUN); video: $(RUN)/cartpole.mp4; watch it: $(PY) play.py $(RUN)"
+
+# Fast tests (the default); `make test-all` adds the slow learning checks.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ''
+
+bench: $(STAMP)
+	$(PY) bench/cartpole_solve.py --seeds 5
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,157 @@
+"""Learning curves from run directories: `python -m agent.plot RUN_DIR [RUN_DIR ...] --out curve.png`.
+
+Reads each run's progress.csv (the same rows TensorBoard gets) and draws env
+steps against the greedy evaluation return (points with a line, the rows that
+have `eval_return_mean`) and the training return, smoothed, as a faint line
+in the same colour. Matplotlib runs on the Agg backend: no display needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from agent.errors import UserError
+
+
+def read_progress(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """Columns `env_step`, `eval_return_mean`, `eval_return_std`, `train_return_mean` as float arrays (NaN where empty).
+
+    Raises:
+        UserError: if the directory or its progress.csv is missing or unreadable.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "progress.csv"
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {str(run_dir)!r} does not exist")
+    if not path.is_file():
+        raise UserError(f"{str(run_dir)!r} holds no progress.csv; pass a directory written by train.py")
+    columns = ("env_step", "eval_return_mean", "eval_return_std", "train_return_mean")
+    data: dict[str, list[float]] = {c: [] for c in columns}
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "env_step" not in reader.fieldnames:
+                raise UserError(f"{str(path)!r} has no env_step column; is it a progress.csv of train.py?")
+            for row in reader:
+                for c in columns:
+                    data[c].append(_number(row.get(c)))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"cannot read {str(path)!r}: {e}") from None
+    return {c: np.asarray(v, dtype=np.float64) for c, v in data.items()}
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average over the last `window` finite values, so noisy episodes read as a trend."""
+    out = np.full(len(values), math.nan)
+    finite = np.isfinite(values)
+    kept = values[finite]
+    if len(kept) == 0:
+        return out
+    cumsum = np.concatenate([[0.0], np.cumsum(kept)])
+    idx = np.arange(1, len(kept) + 1)
+    start = np.maximum(idx - window, 0)
+    out[finite] = (cumsum[idx] - cumsum[start]) / (idx - start)
+    return out
+
+
+def plot_runs(run_dirs: list[str | Path], out: str | Path, *, labels: list[str] | None = None, window: int = 10, title: str | None = None) -> Path:
+    """Draw the runs on one figure and save it (PNG, or any format matplotlib knows by suffix).
+
+    Args:
+        run_dirs: directories written by train.py.
+        out: the image file; written to a temp name and renamed.
+        labels: legend names, default the directory names.
+        window: rows of the moving average of the training return.
+        title: figure title, default the env ids.
+
+    Raises:
+        UserError: for a missing run or progress.csv, or an unwritable `out`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    runs = [read_progress(d) for d in run_dirs]
+    labels = labels or [Path(d).resolve().name for d in run_dirs]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    try:
+        for i, (run, label) in enumerate(zip(runs, labels)):
+            color = f"C{i % 10}"
+            steps = run["env_step"]
+            train = smooth(run["train_return_mean"], window)
+            has_train = np.isfinite(train)
+            if has_train.any():
+                ax.plot(steps[has_train], train[has_train], color=color, alpha=0.35, linewidth=1.2)
+            has_eval = np.isfinite(run["eval_return_mean"])
+            if has_eval.any():
+                mean, std = run["eval_return_mean"][has_eval], run["eval_return_std"][has_eval]
+                ax.plot(steps[has_eval], mean, color=color, marker="o", markersize=3.5, linewidth=1.8, label=label)
+                if np.isfinite(std).all():
+                    ax.fill_between(steps[has_eval], mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
+            elif has_train.any():
+                ax.lines[-1].set_label(f"{label} (training only)")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("return")
+        ax.set_title(title or ", ".join(sorted({_env_id(d) for d in run_dirs})))
+        ax.grid(alpha=0.3)
+        ax.plot([], [], color="gray", alpha=0.35, label=f"training return (mean of last episodes, smoothed over {window} rows)")
+        ax.plot([], [], color="gray", marker="o", markersize=3.5, label="evaluation return (greedy, +/- std)")
+        ax.legend(fontsize=8, loc="best")
+        fig.tight_layout()
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.stem}.tmp{out.suffix or '.png'}")
+            fig.savefig(tmp)
+            os.replace(tmp, out)
+        except OSError as e:
+            raise UserError(f"cannot write {str(out)!r}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
+    return out
+
+
+def _env_id(run_dir: str | Path) -> str:
+    try:
+        from agent.run_dir import load_config
+
+        return load_config(run_dir).env_id
+    except UserError:
+        return Path(run_dir).name
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", default="curve.png", show_default=True, type=click.Path(dir_okay=False), help="Image file to write.")
+@click.option("--label", "labels", multiple=True, help="Legend name per run (repeat, in order).")
+@click.option("--smooth", "window", type=click.IntRange(min=1), default=10, show_default=True, help="Rows in the training-return moving average.")
+@click.option("--title", default=None, help="Figure title.  [default: the env ids]")
+def main(run_dirs, out, labels, window, title) -> None:
+    """Plot learning curves of one or more runs on one figure."""
+    try:
+        if labels and len(labels) != len(run_dirs):
+            raise UserError(f"got {len(labels)} --label for {len(run_dirs)} runs; give one per run or none")
+        path = plot_runs(list(run_dirs), out, labels=list(labels) or None, window=window, title=title)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    click.echo(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""train.py end to end: run directories, determinism, learning, and every bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import train as train_cli
+from agent import run_dir as run_files
+from agent.presets import resolve_config
+from agent.training import build_agent, train
+from envs import make_env
+
+TINY = dict(total_steps=1_500, learning_starts=500, train_freq=50, gradient_steps=50, eval_every=0,
+            eval_episodes=2, checkpoint_every=500, log_every=500)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    cfg = resolve_config(env_id="CartPole-v1").replace(**TINY)
+    result = train(cfg, path, progress=False)
+    return cfg, path, result
+
+
+def cli(*args):
+    result = CliRunner().invoke(train_cli.main, [*args, "--no-progress"])
+    return result.exit_code, result.output
+
+
+def test_run_directory_holds_everything(tiny_run):
+    cfg, path, result = tiny_run
+    for name in ("config.toml", "meta.json", "model.keras", "progress.csv", "eval.json", "checkpoints"):
+        assert (path / name).exists(), name
+    assert list((path / "tb").glob("events.out.tfevents.*"))
+    assert run_files.load_config(path) == cfg
+    ev = json.loads((path / "eval.json").read_text())
+    assert ev["env_id"] == "CartPole-v1" and len(ev["returns"]) == 2 and ev["env_step"] == 1_500
+    rows = (path / "progress.csv").read_text().splitlines()
+    assert rows[0].startswith("env_step,") and len(rows) == 1 + 3
+    assert result.updates == 21 * 50  # learner calls at env steps 500, 550, ..., 1500 (21 of them)
+
+
+def test_saved_model_gives_identical_actions(tiny_run):
+    cfg, path, _ = tiny_run
+    model = run_files.load_model(path)
+    env = make_env(cfg.env_id, seed=0)
+    agent = build_agent(cfg, env)
+    agent.set_online_weights(model.get_weights())
+    obs = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+    np.testing.assert_array_equal(model(obs).numpy().argmax(1), agent.act(obs, 0.0))
+
+
+def test_checkpoint_restores_the_networks(tiny_run):
+    import tensorflow as tf
+
+    cfg, path, _ = tiny_run
+    env = make_env(cfg.env_id, seed=0)
+    fresh = build_agent(cfg.replace(seed=99), env)
+    ckpt = tf.train.Checkpoint(online=fresh.online, target=fresh.target, optimizer=fresh.optimizer,
+                               env_step=tf.Variable(0, dtype=tf.int64))
+    ckpt.restore(tf.train.latest_checkpoint(str(path / "checkpoints"))).assert_existing_objects_matched()
+    saved = run_files.load_model(path)
+    for a, b in zip(fresh.online.get_weights(), saved.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(ckpt.env_step.numpy()) == 1_500
+
+
+def test_same_seed_same_returns(tmp_path):
+    cfg = resolve_config(env_id="CartPole-v1").replace(**{**TINY, "eval_every": 500, "checkpoint_every": 0})
+    a = train(cfg, tmp_path / "a", progress=False) if (tmp_path / "a").mkdir() is None else None
+    b = train(cfg, tmp_path / "b", progress=False) if (tmp_path / "b").mkdir() is None else None
+    assert [e["mean"] for e in a.evaluations] == [e["mean"] for e in b.evaluations]
+    assert a.final_eval["returns"] == b.final_eval["returns"]
+    for x, y in zip(run_files.load_model(tmp_path / "a").get_weights(), run_files.load_model(tmp_path / "b").get_weights()):
+        np.testing.assert_array_equal(x, y)
+    assert (tmp_path / "a" / "progress.csv").read_text().split("\n")[1].split(",")[7] == (tmp_path / "b" / "progress.csv").read_text().split("\n")[1].split(",")[7]
+
+
+def test_short_cartpole_run_learns(tmp_path):
+    """The default preset, 20,000 env steps: the greedy policy must balance well beyond random (~20)."""
+    cfg = resolve_config(env_id="CartPole-v1").replace(total_steps=20_000, eval_every=0, checkpoint_every=0)
+    result = train(cfg, tmp_path, progress=False)
+    assert result.final_eval["mean"] >= 150, result.final_eval
+
+
+def test_cli_trains_and_refuses_to_overwrite(tmp_path):
+    run = tmp_path / "run"
+    code, out = cli("--env", "CartPole-v1", "--steps", "600", "--run-dir", str(run), "--set", "learning_starts=200",
+                    "--set", "train_freq=100", "--set", "gradient_steps=10", "--eval-episodes", "1")
+    assert code == 0, out
+    assert "run saved to" in out and (run / "model.keras").exists()
+    before = (run / "model.keras").read_bytes()
+    code, out = cli("--steps", "600", "--run-dir", str(run))
+    assert code == 2 and "already holds a run" in out and "--force" in out
+    assert (run / "model.keras").read_bytes() == before
+    code, out = cli("--steps", "300", "--run-dir", str(run), "--force", "--eval-episodes", "1")
+    assert code == 0, out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env", "NoSuchEnv-v0"], "unknown env id 'NoSuchEnv-v0'"),
+        (["--env", "CartPol-v1"], "did you mean CartPole-v1"),
+        (["--env", "Pendulum-v1"], "DQN needs discrete actions"),
+        (["--env", "Nonsense"], "unknown env 'Nonsense'"),
+        (["--set", "no_such_field=1"], "unknown config field 'no_such_field'"),
+        (["--set", "batch_size=big"], "expects an integer"),
+        (["--set", "learning_rate=-0.001"], "learning_rate must be > 0"),
+        (["--set", "batch_size=512", "--set", "replay_capacity=100"], "larger than replay_capacity"),
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--config", "/nonexistent.toml"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    run = tmp_path / "run"
+    code, out = cli(*args, "--run-dir", str(run))
+    assert code == 2, out
+    lines = out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out
+    assert not run.exists()  # nothing was created
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    code, out = cli("--steps", "2000", "--run-dir", str(run), "--set", "loss=mse", "--set", "terminal_reward=3e38",
+                    "--set", "learning_starts=300", "--set", "checkpoint_every=100", "--set", "train_freq=1",
+                    "--set", "gradient_steps=1", "--eval-episodes", "1")
+    assert code == 1
+    line = out.strip().splitlines()[-1]
+    assert line.startswith("error: training stopped at env step 300: loss became inf")
+    assert "ckpt-200" in line and str(run) in line  # the update at step 300 failed; step 200 was the last save
+    model = run_files.load_model(run)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert json.loads((run / "meta.json").read_text())["env_step"] == 200
