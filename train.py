@@ -30,11 +30,12 @@ from agent.errors import UserError  # noqa: E402
 @click.option("--eval-every", type=int, default=None, help="Env steps between evaluations.")
 @click.option("--eval-episodes", type=int, default=None, help="Episodes per evaluation.")
 @click.option("--record-every", type=int, default=None, help="Env steps between evaluation videos.")
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None, help="Start the Q-network's torso from a pretrained .keras file (python -m classic pretrain).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, no_progress):
+def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, no_progress):
     """Train a Deep Q-Network and save the run directory."""
     try:
-        result = run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, no_progress)
+        result = run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, no_progress)
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -44,7 +45,7 @@ def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, ev
     sys.exit(0 if result else 1)
 
 
-def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, no_progress):
+def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, no_progress):
     import time
     from pathlib import Path
 
@@ -53,7 +54,7 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     from envs import EnvError, make_env
 
     values = config_lib.parse_overrides(overrides)
-    for key, value in (("seed", seed), ("total_steps", steps), ("eval_every", eval_every), ("eval_episodes", eval_episodes), ("record_every", record_every)):
+    for key, value in (("seed", seed), ("total_steps", steps), ("eval_every", eval_every), ("eval_episodes", eval_episodes), ("record_every", record_every), ("init_from", init_from)):
         if value is not None:
             values[key] = value
     if env_id is None and preset is None and config_file is None:
@@ -64,6 +65,9 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     except EnvError as e:
         raise UserError(str(e)) from None
 
+    if cfg.init_from and not Path(cfg.init_from).is_file():
+        raise UserError(f"--init-from {cfg.init_from!r}: no such file; make one with `python -m classic pretrain DEMOS.npz --out torso.keras`")
+
     from agent import run_dir as run_files
 
     if run_dir is None:
@@ -73,11 +77,17 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     from agent.training import TrainingStopped, train
 
     click.echo(f"training {cfg.env_id} for {cfg.total_steps:,} env steps (seed {cfg.seed}) -> {path}")
+    from replay import ReplayMemoryError
+
     try:
         result = train(cfg, path, progress=not no_progress)
     except TrainingStopped as e:
         click.echo(f"error: {e}", err=True)
         return False
+    except (UserError, ReplayMemoryError) as e:
+        if not any(path.iterdir()):  # failed before writing anything: leave no empty run behind
+            path.rmdir()
+        raise UserError(str(e)) from None
     ev = result.final_eval
     steps_per_s = result.env_steps / max(result.train_seconds, 1e-9)
     click.echo("")

@@ -33,6 +33,7 @@ class DQNConfig:
     network: str = "auto"  # "mlp", "nature_cnn" or "auto" (MLP for vectors, CNN for images)
     hidden_sizes: tuple[int, ...] = (64, 64)  # MLP torso widths (units)
     dueling: bool = False  # dueling value/advantage head (Wang et al. 2016)
+    init_from: str | None = None  # a torso pretrained by `python -m classic pretrain` (.keras) to start from
 
     # --- learning ---
     optimizer: str = "adam"  # "adam" or "rmsprop"

@@ -22,6 +22,7 @@ import tensorflow as tf  # noqa: E402
 from agent import run_dir as run_files  # noqa: E402
 from agent.config import DQNConfig  # noqa: E402
 from agent.dqn import DQNAgent, NonFiniteLossError  # noqa: E402
+from agent.errors import UserError  # noqa: E402
 from agent.evaluation import evaluate  # noqa: E402
 from agent.schedules import chapter_episode_epsilon, linear  # noqa: E402
 from envs import make_env, obs_signature, reward_threshold  # noqa: E402
@@ -105,8 +106,20 @@ def replay_targets(reward: float, terminated: bool, truncated: bool, cfg: DQNCon
 
 
 def build_agent(cfg: DQNConfig, env) -> DQNAgent:
+    """The agent for `env`; with `init_from`, the online and target torsos start from a pretrained one."""
     obs_shape, obs_dtype, num_actions = obs_signature(env)
-    return DQNAgent(obs_shape, obs_dtype, num_actions, cfg, seed=cfg.seed)
+    agent = DQNAgent(obs_shape, obs_dtype, num_actions, cfg, seed=cfg.seed)
+    if cfg.init_from:
+        from classic.errors import ClassicError
+        from classic.pretrain import load_torso_weights
+
+        try:
+            load_torso_weights(agent.online, cfg.init_from)
+        except ClassicError as e:
+            raise UserError(f"--init-from: {e}") from None
+        agent.refresh_acting_copy()
+        agent.sync_target()
+    return agent
 
 
 def train(cfg: DQNConfig, run_dir: str | Path, progress: bool = True) -> TrainResult:
