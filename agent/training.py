@@ -26,7 +26,7 @@ from agent.errors import UserError  # noqa: E402
 from agent.evaluation import evaluate  # noqa: E402
 from agent.schedules import chapter_episode_epsilon, linear  # noqa: E402
 from envs import make_env, obs_signature, reward_threshold  # noqa: E402
-from replay import ReplayBuffer  # noqa: E402
+from replay import FrameReplayBuffer, ReplayBuffer  # noqa: E402
 
 CSV_FIELDS = [
     "env_step", "episodes", "updates", "wall_time_s", "train_time_s", "steps_per_s", "epsilon",
@@ -105,6 +105,13 @@ def replay_targets(reward: float, terminated: bool, truncated: bool, cfg: DQNCon
     return reward, bool(terminated or (truncated and cfg.truncation_as_terminal))
 
 
+def make_replay(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> ReplayBuffer | FrameReplayBuffer:
+    """Stacked uint8 frames go to the frame memory (each frame stored once); vectors to the plain ring."""
+    if len(obs_shape) == 3 and np.dtype(obs_dtype) == np.uint8:
+        return FrameReplayBuffer(cfg.replay_capacity, frame_shape=obs_shape[:2], stack=obs_shape[2], seed=cfg.seed)
+    return ReplayBuffer(cfg.replay_capacity, obs_shape, obs_dtype, seed=cfg.seed)
+
+
 def build_agent(cfg: DQNConfig, env) -> DQNAgent:
     """The agent for `env`; with `init_from`, the online and target torsos start from a pretrained one."""
     obs_shape, obs_dtype, num_actions = obs_signature(env)
@@ -140,7 +147,7 @@ def train(cfg: DQNConfig, run_dir: str | Path, progress: bool = True) -> TrainRe
     eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval")
     obs_shape, obs_dtype, _ = obs_signature(env)
     agent = build_agent(cfg, env)
-    replay = ReplayBuffer(cfg.replay_capacity, obs_shape, obs_dtype, seed=cfg.seed)
+    replay = make_replay(cfg, obs_shape, obs_dtype)
     epsilon_at, epsilon_counts = epsilon_schedule(cfg)
     solve_return = cfg.solve_return if cfg.solve_return is not None else reward_threshold(cfg.env_id)
 
@@ -185,11 +192,12 @@ def train(cfg: DQNConfig, run_dir: str | Path, progress: bool = True) -> TrainRe
 
             # 2. store; bootstrap only through `terminated` (a time limit is not a terminal state)
             stored_reward, ends_bootstrap = replay_targets(float(reward), terminated, truncated, cfg)
-            replay.add(obs, action, stored_reward, next_obs, ends_bootstrap)
+            replay.add(obs, action, stored_reward, next_obs, ends_bootstrap, truncated=truncated)
             obs = next_obs
             if episode_over:
-                episodes += 1
-                recent_returns.append(float(info["episode"]["r"]))
+                if "episode" in info:  # a real game end (an Atari life loss ends only the training episode)
+                    episodes += 1
+                    recent_returns.append(float(info["episode"]["r"]))
                 obs, _ = env.reset()
 
             # 3. learn every train_freq env steps, once there is enough experience

@@ -24,6 +24,17 @@ def _known_ids() -> list[str]:
     return sorted(gym.registry.keys())
 
 
+def is_atari(env_id: str) -> bool:
+    """True for ALE ids ("ALE/Breakout-v5", "BreakoutNoFrameskip-v4") and short names ("Breakout")."""
+    if env_id.startswith("ALE/") or "NoFrameskip" in env_id:
+        return True
+    if "-v" in env_id or env_id in gym.registry:
+        return False
+    from envs.atari import atari_aliases  # lazy: ale-py and cv2 load only for Atari
+
+    return env_id.lower() in {name.lower() for name in atari_aliases()}
+
+
 def make_env(env_id: str, *, seed: int | None = None, mode: str = "train", render_mode: str | None = None) -> gym.Env:
     """Build the env for training, evaluation or play.
 
@@ -39,6 +50,10 @@ def make_env(env_id: str, *, seed: int | None = None, mode: str = "train", rende
     """
     if mode not in MODES:
         raise EnvError(f"mode must be one of {MODES}, got {mode!r}")
+    if is_atari(env_id):  # ALE games get the Mnih et al. (2015) preprocessing of envs.atari
+        from envs.atari import make_atari_env
+
+        return make_atari_env(env_id, seed=seed, mode=mode, render_mode=render_mode)
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, _known_ids(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `python -c \"import gymnasium; gymnasium.pprint_registry()\"` lists them"

@@ -109,8 +109,12 @@ class ReplayBuffer:
         """Exact bytes held by the stored arrays."""
         return sum(a.nbytes for a in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated))
 
-    def add(self, obs, action: int, reward: float, next_obs, terminated: bool) -> None:
-        """Store one transition. `terminated` must not include truncation."""
+    def add(self, obs, action: int, reward: float, next_obs, terminated: bool, *, truncated: bool = False) -> None:
+        """Store one transition. `terminated` must not include truncation.
+
+        `truncated` is accepted for the frame memory's sake; here every row
+        keeps its own `next_obs`, so a truncated step needs nothing more.
+        """
         i = self.pos
         self.obs[i] = obs
         self.next_obs[i] = next_obs

@@ -1,0 +1,330 @@
+"""Atari games through ale-py, preprocessed as in Mnih et al. (2015).
+
+Protocol. We build `ALE/<Game>-v5` with v5's own frame skipping and sticky
+actions switched off (`frameskip=1`, `repeat_action_probability=0.0`,
+`full_action_space=False`), which is exactly the emulator of the
+`<Game>NoFrameskip-v4` ids, and do the preprocessing of Mnih et al. (2015) /
+Dopamine / Stable-Baselines3 in our own wrappers, innermost first:
+
+    NoopReset         1..30 random no-op frames at the start of a game (seeded)
+    MaxAndSkip        repeat each action 4 frames, max-pool the last two
+    RecordEpisodeStatistics   true game score and length (unclipped, all lives)
+    EpisodicLife      train only: a lost life ends the episode, not the game
+    FireReset         press FIRE after a (pseudo-)reset in games that need it
+    ResizeFrame       84x84 with cv2.INTER_AREA (ALE gives the grayscale screen)
+    ClipReward        train only: reward -> sign(reward)
+    FrameStack        the last 4 frames, uint8 (84, 84, 4), newest last
+
+Episodes are capped at 108,000 emulator frames (30 minutes, 27,000 agent
+steps), reported as `truncated`. Sticky actions (Machado et al. 2018) are off
+by default so scores compare with Mnih et al. (2015); pass
+`repeat_action_probability=0.25` for the v5 / Machado protocol.
+
+`info["episode"] = {"r", "l", "t"}` appears only when the real game ends
+(game over or the frame cap), also in training mode, where a lost life ends
+the *episode* with `terminated=True` but carries no `"episode"` key: the
+stock `RecordEpisodeStatistics` reports when the env below it ends, and
+below `EpisodicLife` that is the real game, whose pseudo-resets after a lost
+life never reach its `reset`. "r" is the true score over all lives, "l" the
+agent steps (the wrappers' own NOOP/FIRE steps included).
+
+Frames are ALE's grayscale screen (measured equal to cv2 RGB2GRAY on
+Breakout), max-pooled in gray as Dopamine does. The newest 84x84 frame of
+an observation is `obs[..., -1]` (the frame replay stores only that one per
+step); `FrameStack.newest_frame()` returns it too.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+import ale_py
+import cv2
+import gymnasium as gym
+import numpy as np
+
+from envs import MODES, EnvError
+
+gym.register_envs(ale_py)
+
+FRAME_SIZE = 84  # Mnih et al. (2015): 84x84 gray frames
+FRAME_SKIP = 4  # Mnih et al. (2015): act every 4th frame
+FRAME_STACK = 4  # Mnih et al. (2015): the last 4 frames make a state
+NOOP_MAX = 30  # Mnih et al. (2015): up to 30 no-ops at the start of a game
+MAX_FRAMES = 108_000  # 30 minutes of play at 60 Hz (Machado et al. 2018)
+
+
+# ---------------------------------------------------------------- ids
+
+
+def _ale_ids() -> list[str]:
+    """Every registered ALE id (v5 and the legacy v0/v4 ones)."""
+    return sorted(k for k, spec in gym.registry.items() if str(spec.entry_point).startswith("ale_py"))
+
+
+def atari_aliases() -> dict[str, str]:
+    """Short names to v5 ids, e.g. {"Breakout": "ALE/Breakout-v5", "Pong": "ALE/Pong-v5", ...}."""
+    return {k[len("ALE/") : -len("-v5")]: k for k in _ale_ids() if k.startswith("ALE/") and k.endswith("-v5")}
+
+
+def is_atari(env_id: str) -> bool:
+    """True for ALE ids ("ALE/...", "...NoFrameskip-v4") and the short aliases ("Breakout")."""
+    if env_id.startswith("ALE/") or "NoFrameskip" in env_id:
+        return True
+    return env_id.lower() in {name.lower() for name in atari_aliases()}
+
+
+def resolve_atari_id(name: str) -> str:
+    """Map "Breakout" (or "breakout") to "ALE/Breakout-v5"; pass full ALE ids through.
+
+    Raises:
+        EnvError: one line naming the id and its closest registered matches.
+    """
+    ids = _ale_ids()
+    if name in ids:
+        return name
+    aliases = atari_aliases()
+    by_lower = {k.lower(): v for k, v in aliases.items()}
+    if name.lower() in by_lower:
+        return by_lower[name.lower()]
+    candidates = ids + list(aliases)
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; try one of {', '.join(list(aliases)[:5])}, ..."
+    raise EnvError(f"unknown Atari env id {name!r}{hint}")
+
+
+# ---------------------------------------------------------------- wrappers
+
+
+class NoopReset(gym.Wrapper):
+    """Start each game after 1..noop_max no-ops so starts differ (Mnih et al. 2015)."""
+
+    def __init__(self, env: gym.Env, noop_max: int = NOOP_MAX) -> None:
+        super().__init__(env)
+        self.noop_max = noop_max
+        if env.unwrapped.get_action_meanings()[0] != "NOOP":
+            raise EnvError(f"{env.spec.id if env.spec else env}: action 0 is not NOOP")
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        # The base env's np_random is seeded by reset(seed=...), so the count is reproducible.
+        for _ in range(int(self.unwrapped.np_random.integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0):
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset()
+        return obs, info
+
+
+class MaxAndSkip(gym.Wrapper):
+    """Repeat the action `skip` frames and max-pool the last two, removing sprite flicker (Mnih et al. 2015)."""
+
+    def __init__(self, env: gym.Env, skip: int = FRAME_SKIP) -> None:
+        super().__init__(env)
+        self.skip = skip
+
+    def step(self, action):
+        total = 0.0
+        previous = newest = None
+        for _ in range(self.skip):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            previous, newest = newest, obs  # ALE hands out a fresh array per frame
+            if terminated or truncated:
+                break
+        frame = newest if previous is None else np.maximum(previous, newest)
+        return frame, total, terminated, truncated, info
+
+
+class EpisodicLife(gym.Wrapper):
+    """Training only: a lost life ends the episode (a terminal for the target), the game goes on (Mnih et al. 2015)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.lives = 0
+        self.game_over = True
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.game_over = terminated or truncated
+        lives = self.unwrapped.ale.lives()
+        if 0 < lives < self.lives:
+            terminated = True
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if self.game_over or seed is not None:
+            obs, info = self.env.reset(seed=seed, options=options)
+        else:
+            # Only a life was lost: step on from where the game is (a no-op), no real reset.
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset()
+        self.game_over = False
+        self.lives = self.unwrapped.ale.lives()
+        return obs, info
+
+
+class FireReset(gym.Wrapper):
+    """Press FIRE after a reset: games like Breakout wait for it to launch the ball."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.fire = env.unwrapped.get_action_meanings().index("FIRE")
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self.env.reset(seed=seed, options=options)
+        obs, _, terminated, truncated, info = self.env.step(self.fire)
+        if terminated or truncated:
+            obs, info = self.env.reset()
+        return obs, info
+
+
+class ResizeFrame(gym.ObservationWrapper):
+    """Shrink the gray 210x160 screen to 84x84 with area averaging, as the Nature network expects (Mnih et al. 2015)."""
+
+    def __init__(self, env: gym.Env, size: int = FRAME_SIZE) -> None:
+        super().__init__(env)
+        self.size = size
+        self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return cv2.resize(observation, (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+
+class ClipReward(gym.RewardWrapper):
+    """Training only: sign(reward), so one learning rate fits every game (Mnih et al. 2015)."""
+
+    def reward(self, reward) -> float:
+        return float(np.sign(reward))
+
+
+class FrameStack(gym.Wrapper):
+    """The last `k` frames as one uint8 (H, W, k) observation, newest last, so the state shows motion (Mnih et al. 2015).
+
+    At reset every slot holds the first frame of the episode.
+    """
+
+    def __init__(self, env: gym.Env, k: int = FRAME_STACK) -> None:
+        super().__init__(env)
+        h, w = env.observation_space.shape
+        self.k = k
+        self._stack = np.zeros((h, w, k), dtype=np.uint8)
+        self.observation_space = gym.spaces.Box(0, 255, (h, w, k), np.uint8)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        frame, info = self.env.reset(seed=seed, options=options)
+        self._stack[...] = frame[..., None]
+        return self._stack.copy(), info
+
+    def step(self, action):
+        frame, reward, terminated, truncated, info = self.env.step(action)
+        self._stack[..., :-1] = self._stack[..., 1:].copy()
+        self._stack[..., -1] = frame
+        return self._stack.copy(), reward, terminated, truncated, info
+
+    def newest_frame(self) -> np.ndarray:
+        """The newest 84x84 frame (a copy); the same as `obs[..., -1]`."""
+        return self._stack[..., -1].copy()
+
+
+# ---------------------------------------------------------------- builders
+
+
+def make_atari_env(
+    env_id: str,
+    *,
+    seed: int | None = None,
+    mode: str = "train",
+    render_mode: str | None = None,
+    frame_stack: int = FRAME_STACK,
+    repeat_action_probability: float = 0.0,
+    noop_max: int = NOOP_MAX,
+    frame_skip: int = FRAME_SKIP,
+    max_frames: int = MAX_FRAMES,
+) -> gym.Env:
+    """Build a preprocessed Atari env (see the module docstring for the protocol).
+
+    Args:
+        env_id: "ALE/Breakout-v5", "BreakoutNoFrameskip-v4" or a short name ("Breakout").
+        seed: seeds the first reset (no-op count, ALE) and the action space.
+        mode: "train" (lost life = terminal, clipped rewards) or "eval"/"play"
+            (the full game with true rewards).
+        render_mode: passed to `gym.make` ("rgb_array" gives the color screen).
+        frame_stack: frames per observation.
+        repeat_action_probability: sticky actions; 0.25 is Machado et al. (2018).
+        noop_max: at most this many no-op frames at a game's start (0: none).
+        frame_skip: emulator frames per agent step.
+        max_frames: emulator frames after which a game is truncated.
+
+    Returns:
+        An env with `uint8 (84, 84, frame_stack)` observations.
+
+    Raises:
+        EnvError: for an unknown id or mode.
+    """
+    if mode not in MODES:
+        raise EnvError(f"mode must be one of {MODES}, got {mode!r}")
+    ale_id = resolve_atari_id(env_id)
+    env = gym.make(
+        ale_id,
+        frameskip=1,
+        repeat_action_probability=repeat_action_probability,
+        full_action_space=False,
+        obs_type="grayscale",  # ALE's own luminance; measured equal to cv2 RGB2GRAY on Breakout
+        max_num_frames_per_episode=max_frames,
+        render_mode=render_mode,
+    )
+    training = mode == "train"
+    env = NoopReset(env, noop_max)
+    env = MaxAndSkip(env, frame_skip)
+    # Inside EpisodicLife and ClipReward: sees only real game ends and true rewards.
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    if training:
+        env = EpisodicLife(env)
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireReset(env)
+    env = ResizeFrame(env)
+    if training:
+        env = ClipReward(env)
+    env = FrameStack(env, frame_stack)
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+def make_atari_vector_env(
+    env_id: str,
+    num_envs: int,
+    *,
+    seed: int | None = None,
+    mode: str = "train",
+    **kwargs,
+) -> gym.vector.SyncVectorEnv:
+    """`num_envs` copies of `make_atari_env` in one SyncVectorEnv, so acting can be batched.
+
+    Sub-env i is seeded with `seed + i` (gymnasium's convention for
+    `reset(seed=seed)`), so sub-env 0 matches `make_atari_env(env_id, seed=seed)`.
+    Autoreset is SAME_STEP: a finished sub-env is reset inside `step`, its
+    real last observation is `info["final_obs"][i]` and its
+    `info["final_info"]` holds `"episode"` at a real game end.
+
+    ale-py's native `AtariVectorEnv` is not used: its no-op counts come from
+    its own C++ RNG, so its observations differ from the single-env path.
+    """
+    if num_envs < 1:
+        raise EnvError(f"num_envs must be >= 1, got {num_envs}")
+    resolve_atari_id(env_id)  # fail with one line before building anything
+
+    def thunk(i: int) -> Callable[[], gym.Env]:
+        return lambda: make_atari_env(env_id, seed=None if seed is None else seed + i, mode=mode, **kwargs)
+
+    envs = gym.vector.SyncVectorEnv(
+        [thunk(i) for i in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    if seed is not None:
+        envs.reset(seed=seed)
+        envs.action_space.seed(seed)
+    return envs

@@ -1,0 +1,148 @@
+"""Atari preprocessing on the real ROMs (ale-py ships them): shapes, modes, true scores, vector path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from envs import EnvError, is_atari, make_env
+from envs.atari import make_atari_env, make_atari_vector_env, resolve_atari_id
+
+FIRE = 1  # Breakout and SpaceInvaders: ['NOOP', 'FIRE', ...]
+
+
+def test_observation_is_uint8_84x84x4_and_reset_stack_repeats_the_first_frame():
+    env = make_atari_env("ALE/Breakout-v5", seed=0, mode="train")
+    assert env.observation_space.shape == (84, 84, 4) and env.observation_space.dtype == np.uint8
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (84, 84, 4) and obs.dtype == np.uint8
+    for k in range(4):
+        np.testing.assert_array_equal(obs[..., k], obs[..., 0])
+    assert obs.any()  # a real screen, not zeros
+    next_obs, *_ = env.step(FIRE)
+    # The stack shifts by one: the old newest frame is now second newest.
+    np.testing.assert_array_equal(next_obs[..., :3], obs[..., 1:])
+    np.testing.assert_array_equal(next_obs[..., -1], env.get_wrapper_attr("newest_frame")())
+    env.close()
+
+
+def test_same_seed_same_observations():
+    def trajectory(seed):
+        env = make_atari_env("Breakout", seed=seed, mode="eval")
+        obs, _ = env.reset(seed=seed)
+        frames = [obs]
+        for a in [FIRE, 2, 2, 3, 0, 3, 2] * 4:
+            frames.append(env.step(a)[0])
+        env.close()
+        return np.stack(frames)
+
+    np.testing.assert_array_equal(trajectory(5), trajectory(5))
+
+
+def test_life_loss_is_terminal_in_training_only():
+    def run(mode):
+        env = make_atari_env("Breakout", seed=1, mode=mode)
+        env.reset(seed=1)
+        for t in range(1, 400):
+            _, _, terminated, truncated, info = env.step(0)  # never move: the ball is lost soon
+            if info["lives"] < 5:
+                env.close()
+                return t, terminated, info
+        raise AssertionError("no life was lost")
+
+    t_train, terminated_train, info_train = run("train")
+    t_eval, terminated_eval, info_eval = run("eval")
+    assert t_train == t_eval
+    assert terminated_train and info_train["lives"] == 4 and "episode" not in info_train
+    assert not terminated_eval and info_eval["lives"] == 4
+
+
+def test_rewards_clipped_in_training_only_and_episode_reports_the_true_game():
+    """SpaceInvaders pays 5-30 points per invader. Replaying the training env's
+    pseudo-resets (NOOP then FIRE after a lost life) on the eval env keeps both
+    on the same trajectory, so every step can be compared."""
+    train = make_atari_env("SpaceInvaders", seed=2, mode="train")
+    evalenv = make_atari_env("SpaceInvaders", seed=2, mode="eval")
+    train.reset(seed=2)
+    evalenv.reset(seed=2)
+    rng = np.random.default_rng(0)
+    pairs, raw = [], []  # (training, eval) reward per agent step; every eval reward
+    for _ in range(5000):
+        a = int(rng.integers(train.action_space.n))
+        _, r_train, term_train, trunc_train, info_train = train.step(a)
+        _, r_eval, term_eval, trunc_eval, info_eval = evalenv.step(a)
+        pairs.append((r_train, r_eval))
+        raw.append(r_eval)
+        if term_eval or trunc_eval:
+            assert term_train or trunc_train
+            break
+        assert "episode" not in info_train and "episode" not in info_eval
+        if term_train:  # a life lost: the training env's reset does NOOP, FIRE
+            train.reset()
+            for pseudo_reset_action in (0, FIRE):
+                raw.append(evalenv.step(pseudo_reset_action)[1])
+    else:
+        raise AssertionError("the game did not end")
+    assert max(r for _, r in pairs) > 1, "expected a reward above 1 to clip"
+    assert all(r_train == np.sign(r_eval) for r_train, r_eval in pairs)
+    assert info_train["episode"]["r"] == info_eval["episode"]["r"] == sum(raw)
+    assert info_train["episode"]["l"] == info_eval["episode"]["l"] == len(raw) + 1  # + FIRE at the start
+    train.close()
+    evalenv.close()
+
+
+def test_truncation_at_the_frame_cap_reports_the_episode():
+    env = make_atari_env("Breakout", seed=0, mode="eval", max_frames=200)
+    env.reset(seed=0)
+    for t in range(1, 100):
+        _, _, terminated, truncated, info = env.step(0)
+        if truncated:
+            break
+    assert truncated and not terminated
+    assert info["episode"]["l"] == t + 1  # + the FIRE pressed at reset
+    env.close()
+
+
+def test_vector_env_matches_single_envs_for_the_same_seed_and_actions():
+    seed, n = 3, 2
+    vec = make_atari_vector_env("Breakout", n, seed=seed, mode="train")
+    singles = [make_atari_env("Breakout", seed=seed + i, mode="train") for i in range(n)]
+    vobs, _ = vec.reset(seed=seed)
+    sobs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
+    np.testing.assert_array_equal(vobs, np.stack(sobs))
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(150):
+        actions = rng.integers(4, size=n)
+        vobs, vrew, vterm, vtrunc, vinfo = vec.step(actions)
+        for i, env in enumerate(singles):
+            obs, reward, terminated, truncated, _ = env.step(int(actions[i]))
+            assert (vrew[i], vterm[i], vtrunc[i]) == (reward, terminated, truncated)
+            if terminated or truncated:
+                ends += 1
+                np.testing.assert_array_equal(vinfo["final_obs"][i], obs)  # SAME_STEP autoreset
+                obs, _ = env.reset()
+            np.testing.assert_array_equal(vobs[i], obs)
+    assert ends >= 2, "the comparison should cross life-loss resets"
+    vec.close()
+    for env in singles:
+        env.close()
+
+
+def test_ids_aliases_and_dispatch():
+    assert resolve_atari_id("Breakout") == "ALE/Breakout-v5"
+    assert resolve_atari_id("pong") == "ALE/Pong-v5"
+    assert resolve_atari_id("BreakoutNoFrameskip-v4") == "BreakoutNoFrameskip-v4"
+    assert is_atari("ALE/Pong-v5") and is_atari("PongNoFrameskip-v4") and is_atari("Breakout")
+    assert not is_atari("CartPole-v1")
+    env = make_env("BreakoutNoFrameskip-v4", seed=0, mode="eval")
+    assert env.observation_space.shape == (84, 84, 4)
+    env.close()
+
+
+@pytest.mark.parametrize("bad", ["ALE/Breakoutt-v5", "BreakoutNoFrameskip-v9"])
+def test_unknown_ale_id_is_one_clear_line(bad):
+    with pytest.raises(EnvError) as err:
+        make_env(bad, seed=0)
+    message = str(err.value)
+    assert "\n" not in message and bad in message and "Breakout" in message.split("did you mean")[1]
