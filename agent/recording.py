@@ -320,25 +320,28 @@ def draw_hud(surface: pygame.Surface, rect: pygame.Rect, content: HudContent) ->
         y += 26
     if not content.bars:
         return
+    # Q-values of one state are often close (45.75 vs 45.70): bars from zero would all look equal, so the
+    # bars show each value minus their mean around a centre line, and the numbers give the values themselves.
     y += 8
-    surface.blit(small.render("Q-values", True, DIM), (x, y))
+    surface.blit(small.render("Q-values  (bars: Q - mean Q)", True, DIM), (x, y))
     y += 22
-    values = [b.value for b in content.bars]
-    lo, hi = min(0.0, *values), max(0.0, *values)
-    span = (hi - lo) or 1.0
+    values = np.array([b.value for b in content.bars])
+    centred = values - values.mean()
+    half = float(np.abs(centred).max()) or 1.0
     row = max(10, min(34, (rect.bottom - 34 - y) // len(content.bars)))  # the window's status line sits below
-    bar_x, bar_w = x + 78, width - 78 - 56
-    zero_x = bar_x + round((0.0 - lo) / span * bar_w)
-    for bar in content.bars:
+    bar_x, bar_w = x + 78, width - 78 - 64
+    mid_x = bar_x + bar_w // 2
+    top = y
+    for bar, offset in zip(content.bars, centred):
         color = CHOSEN if bar.chosen else BAR
-        name_font = _font(min(20, row + 4))
-        surface.blit(name_font.render(bar.name[:10], True, CHOSEN if bar.chosen else TEXT), (x, y + 2))
-        end_x = bar_x + round((bar.value - lo) / span * bar_w)
-        left, right = sorted((zero_x, end_x))
+        font = _font(min(20, row + 4))
+        surface.blit(font.render(bar.name[:10], True, CHOSEN if bar.chosen else TEXT), (x, y + 2))
+        end_x = mid_x + round(offset / half * (bar_w // 2))
+        left, right = sorted((mid_x, end_x))
         pygame.draw.rect(surface, color, pygame.Rect(left, y + 2, max(2, right - left), max(4, row - 8)))
-        surface.blit(name_font.render(f"{bar.value:.2f}", True, color), (bar_x + bar_w + 6, y + 2))
+        surface.blit(font.render(f"{bar.value:.2f}", True, color), (bar_x + bar_w + 6, y + 2))
         y += row
-    pygame.draw.line(surface, DIM, (zero_x, y - row * len(content.bars)), (zero_x, y - 6))
+    pygame.draw.line(surface, DIM, (mid_x, top), (mid_x, y - 6))
 
 
 def game_surface(frame: np.ndarray, scale: int) -> pygame.Surface:

@@ -1,0 +1,406 @@
+"""play.py and agent.recording: real pygame (SDL dummy driver), real mp4 files read back with cv2.
+
+One tiny CartPole run is trained in-process per module (TensorFlow loads once);
+the CLI is driven through click's CliRunner in the same process, and a
+subprocess only where a real SIGINT is the point.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+os.environ["SDL_VIDEODRIVER"] = "dummy"  # before pygame's display is initialised anywhere
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+import play  # noqa: E402
+from agent import recording as rec  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+HAS_ATARI = (ROOT / "envs" / "atari.py").is_file()
+needs_atari = pytest.mark.skipif(not HAS_ATARI, reason="envs/atari.py (the Atari wrappers) is not in this checkout yet")
+CARTPOLE_HUD_SIZE = (600 + rec.PANEL_WIDTH, 400)  # (width, height) of a CartPole frame with the HUD
+
+
+@pytest.fixture(autouse=True)
+def _dummy_video(monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A real (barely trained) CartPole run directory, made by agent.training.train in-process."""
+    from agent.presets import resolve_config
+    from agent.training import train
+
+    path = tmp_path_factory.mktemp("run")
+    cfg = resolve_config(env_id="CartPole-v1", overrides={
+        "total_steps": 1200, "learning_starts": 500, "eval_every": 0, "eval_episodes": 1,
+        "checkpoint_every": 0, "log_every": 400, "jit_compile": False,
+    })
+    train(cfg, path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(run_dir):
+    from agent.run_dir import load_model
+
+    return load_model(run_dir)
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(play.main, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"{path} is not a readable video"
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def episode_scores(stdout: str) -> list[float]:
+    return [float(line.split(":")[1]) for line in stdout.splitlines() if line.startswith("episode ") and "stopped" not in line]
+
+
+def assert_not_blank(frame: np.ndarray) -> None:
+    assert frame.std() > 10, "the frame is (nearly) one colour"
+    assert len(np.unique(frame.reshape(-1, 3), axis=0)) > 8
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def test_record_mp4_frame_count_size_and_content(run_dir, tmp_path):
+    out = tmp_path / "videos" / "cartpole.mp4"
+    result = invoke(run_dir, "--headless", "--record", out, "--episodes", 2, "--max-steps", 40, "--fps", 25)
+    assert result.exit_code == 0, result.output
+    scores = episode_scores(result.stdout)
+    assert len(scores) == 2 and "mean" in result.stdout
+    frames = read_video(out)
+    # CartPole pays 1 per step, so a score is a length; each episode shows length + 1 states
+    assert len(frames) == sum(scores) + 2
+    assert frames[0].shape == (CARTPOLE_HUD_SIZE[1], CARTPOLE_HUD_SIZE[0], 3)
+    assert cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FPS) == pytest.approx(25)
+    for frame in frames[:: max(1, len(frames) // 5)]:
+        assert_not_blank(frame)
+        game = frame[:, :600]
+        assert game.mean() > 150, "CartPole's background is white"
+    assert not list(out.parent.glob(".*")), "no temp file is left behind"
+
+
+def test_no_hud_records_the_game_frame_only(run_dir, tmp_path):
+    out = tmp_path / "plain.mp4"
+    result = invoke(run_dir, "--headless", "--record", out, "--episodes", 1, "--max-steps", 10, "--no-hud")
+    assert result.exit_code == 0, result.output
+    frames = read_video(out)
+    assert len(frames) == 11 and frames[0].shape == (400, 600, 3)
+
+
+def test_record_dir_writes_one_file_per_episode(run_dir, tmp_path):
+    out = tmp_path / "episodes"
+    result = invoke(run_dir, "--headless", "--record-dir", out, "--episodes", 3, "--max-steps", 15)
+    assert result.exit_code == 0, result.output
+    files = sorted(out.glob("*.mp4"))
+    assert [f.name for f in files] == [f"CartPole-v1-episode{i:03d}.mp4" for i in (1, 2, 3)]
+    for f, score in zip(files, episode_scores(result.stdout)):
+        assert len(read_video(f)) == score + 1
+
+
+def test_hud_shows_the_networks_q_values(model):
+    """The bars the HUD draws are model(obs) for the observation on screen, the chosen one is the argmax."""
+    from envs import action_names, make_env
+
+    env = make_env("CartPole-v1", seed=5, mode="play", render_mode="rgb_array")
+    names = action_names(env)
+    policy = rec.QPolicy(rec.keras_q_fn(model), 2, epsilon=0.0, seed=5)
+    checked = 0
+    for view in rec.EpisodeRunner(env, policy, episodes=1, seed=5, max_steps=12):
+        content = rec.hud_content(view, names)
+        expected = model(view.obs[None], training=False).numpy()[0]
+        np.testing.assert_allclose([b.value for b in content.bars], expected, rtol=1e-5, atol=1e-6)
+        assert [b.name for b in content.bars] == ["LEFT", "RIGHT"]
+        assert [b.chosen for b in content.bars].index(True) == int(np.argmax(expected))
+        if not view.done:
+            assert view.action == int(np.argmax(expected))
+            assert dict(content.lines)["action"] == names[view.action]
+        rec.compose(view, names, scale=1)  # and it draws
+        checked += 1
+    env.close()
+    assert checked == 13
+
+
+def test_save_demos_round_trip(run_dir, tmp_path):
+    path = tmp_path / "demos.npz"
+    result = invoke(run_dir, "--headless", "--save-demos", path, "--episodes", 2, "--max-steps", 30)
+    assert result.exit_code == 0, result.output
+    scores = episode_scores(result.stdout)
+    with np.load(path, allow_pickle=False) as d:
+        assert set(d.files) == {"obs", "actions", "rewards", "terminated", "truncated", "env_id"}
+        n = int(sum(scores))
+        assert d["obs"].shape == (n, 4) and d["obs"].dtype == np.float32
+        assert d["actions"].shape == (n,) and d["actions"].dtype == np.int64
+        assert d["rewards"].dtype == np.float32 and d["rewards"].sum() == pytest.approx(sum(scores))
+        assert d["terminated"].dtype == bool and d["truncated"].dtype == bool
+        assert int((d["terminated"] | d["truncated"]).sum()) == 2, "each episode ends exactly once"
+        assert d["env_id"].shape == () and str(d["env_id"]) == "CartPole-v1"
+        assert set(np.unique(d["actions"])) <= {0, 1}
+
+
+# --------------------------------------------------------------------------- interruption
+
+
+def test_interrupted_recording_leaves_a_playable_file(tmp_path):
+    out = tmp_path / "cut.mp4"
+    views = []
+
+    def stop(view):
+        views.append(view)
+        if len(views) == 30:  # Ctrl-C in the middle of the loop, after 30 frames were written
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rec.record_episodes(None, "CartPole-v1", out, episodes=50, seed=0, on_view=stop)
+    frames = read_video(out)
+    assert len(frames) == 30 and frames[0].shape == (400, CARTPOLE_HUD_SIZE[0], 3)
+    assert_not_blank(frames[-1])
+
+
+def test_sigint_leaves_a_playable_file(tmp_path):
+    """A real Ctrl-C to the real command: exit 130, the video is finalized."""
+    out = tmp_path / "sigint.mp4"
+    part = tmp_path / ".sigint.part.mp4"
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    proc = subprocess.Popen(
+        [sys.executable, "play.py", "--env", "CartPole-v1", "--agent", "random", "--headless",
+         "--record", str(out), "--episodes", "100000"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (part.exists() and part.stat().st_size > 20_000) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    frames = read_video(out)
+    assert len(frames) > 10
+    assert_not_blank(frames[-1])
+
+
+# --------------------------------------------------------------------------- the window (SDL dummy driver)
+
+
+def post_key(events, key: int, char: str = "") -> None:
+    import pygame
+
+    events.post(pygame.event.Event(pygame.KEYDOWN, key=key, unicode=char, mod=0, scancode=0))
+
+
+def test_window_keys_screenshot_pause_and_quit(run_dir, tmp_path):
+    import pygame
+
+    seen = []
+
+    def keys(view, events):
+        seen.append(view)
+        if len(seen) == 4:
+            post_key(events, pygame.K_s, "s")
+            post_key(events, pygame.K_SPACE, " ")  # pause ...
+            post_key(events, pygame.K_PERIOD, ".")  # ... step once
+        if len(seen) == 5:
+            post_key(events, pygame.K_SPACE, " ")  # resume
+            post_key(events, pygame.K_PLUS, "+")
+        if len(seen) == 9:
+            post_key(events, pygame.K_q, "q")
+
+    scores, stopped = play.play(run_dir=str(run_dir), episodes=5, fps=1000, screenshot_dir=str(tmp_path), on_view=keys)
+    assert len(seen) == 9, "q ends the session at once"
+    assert stopped == (None if seen[-1].done else seen[-1].score)
+    shot = tmp_path / f"CartPole-v1-ep{seen[3].episode}-step{seen[3].step}.png"
+    image = cv2.imread(str(shot))
+    assert image.shape == (400, CARTPOLE_HUD_SIZE[0], 3)
+    assert_not_blank(image)
+
+
+def test_closing_the_window_finishes_the_recording(run_dir, tmp_path):
+    import pygame
+
+    out = tmp_path / "closed.mp4"
+
+    def close(view, events):
+        if view.step == 15:
+            events.post(pygame.event.Event(pygame.QUIT))
+
+    scores, stopped = play.play(run_dir=str(run_dir), episodes=1, fps=1000, record_path=str(out), max_steps=100, on_view=close)
+    if stopped is None:  # the barely trained agent fell before step 15
+        assert len(read_video(out)) == scores[0] + 1
+    else:
+        assert len(read_video(out)) == 16
+
+
+def test_r_key_starts_and_stops_a_recording(tmp_path, monkeypatch):
+    import pygame
+
+    monkeypatch.chdir(tmp_path)
+
+    seen = []
+
+    def keys(view, events):
+        seen.append(view)
+        if len(seen) == 3:
+            post_key(events, pygame.K_r, "r")
+        if len(seen) == 8:
+            post_key(events, pygame.K_r, "r")
+            post_key(events, pygame.K_q, "q")
+
+    play.play(env_id="CartPole-v1", agent="random", episodes=5, fps=1000, seed=1, on_view=keys)
+    files = list((tmp_path / "recordings").glob("*.mp4"))
+    assert len(files) == 1 and len(read_video(files[0])) == 5  # the 4th to the 8th frame
+
+
+def test_human_play_reads_keys_and_saves_demos(tmp_path):
+    import pygame
+
+    path = tmp_path / "human.npz"
+
+    def keys(view, events):
+        post_key(events, pygame.K_LEFT if view.step < 5 else pygame.K_RIGHT)
+        if view.step == 9:
+            post_key(events, pygame.K_ESCAPE)
+
+    scores, stopped = play.play(env_id="CartPole-v1", human=True, episodes=1, fps=1000, save_demos=str(path), on_view=keys)
+    with np.load(path, allow_pickle=False) as d:
+        # the key pressed while frame k shows chooses the action from state k+1 (the HUD shows it with k+1)
+        assert d["actions"].tolist()[1:] == [0] * 5 + [1] * 3
+        assert d["truncated"].tolist() == [False] * 8 + [True], "quitting cuts the episode: truncated, not terminal"
+        assert not d["terminated"].any()
+
+
+def test_keyboard_mapping_cartpole():
+    from envs import make_env
+
+    env = make_env("CartPole-v1", seed=0, mode="play")
+    mapping = play.keyboard_mapping(env, "CartPole-v1")
+    assert mapping({"left"}) == 0 and mapping({"right"}) == 1
+    assert {mapping(set()), mapping(set())} == {0, 1}, "no key: alternate pushes"
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_missing_run_dir(tmp_path):
+    assert "does not exist" in one_error_line(invoke(tmp_path / "nope", "--headless"))
+
+
+def test_run_dir_without_model(run_dir, tmp_path):
+    for name in ("config.toml", "meta.json"):
+        (tmp_path / name).write_bytes((run_dir / name).read_bytes())
+    assert "model.keras is missing" in one_error_line(invoke(tmp_path, "--headless"))
+
+
+def test_corrupt_model(run_dir, tmp_path):
+    (tmp_path / "config.toml").write_bytes((run_dir / "config.toml").read_bytes())
+    (tmp_path / "model.keras").write_bytes(b"PK\x03\x04 this is not a keras file")
+    assert "not a readable Keras model" in one_error_line(invoke(tmp_path, "--headless"))
+
+
+def test_unwritable_video_path(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    line = one_error_line(invoke("--env", "CartPole-v1", "--agent", "random", "--headless", "--record", blocker / "out.mp4"))
+    assert "cannot write video" in line
+    line = one_error_line(invoke("--env", "CartPole-v1", "--agent", "random", "--headless", "--record-dir", blocker / "dir"))
+    assert "--record-dir" in line
+
+
+def test_no_display_without_headless(monkeypatch):
+    for name in ("SDL_VIDEODRIVER", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    line = one_error_line(invoke("--env", "CartPole-v1", "--agent", "random"))
+    assert "no display" in line and "--headless" in line
+
+
+def test_human_without_keyboard_mapping():
+    assert "no keyboard mapping for Acrobot-v1" in one_error_line(invoke("--env", "Acrobot-v1", "--human"))
+
+
+@pytest.mark.parametrize("args, words", [
+    ((), "nothing to play"),
+    (("--env", "CartPole-v1"), "--agent random"),
+    (("--env", "NoSuchEnv-v0", "--agent", "random", "--headless"), "unknown env id"),
+])
+def test_other_bad_combinations(args, words):
+    assert words in one_error_line(invoke(*args))
+
+
+# --------------------------------------------------------------------------- Atari
+
+
+@needs_atari
+def test_breakout_recording_on_the_real_rom(tmp_path):
+    """The Atari path end to end: 84x84x4 network input, 160x210 RGB frames shown at 3x, HUD Q-values."""
+    import tfquiet  # noqa: F401
+    import keras
+
+    from agent.networks import build_q_network
+    from envs import action_names, make_env
+
+    keras.utils.set_random_seed(0)
+    net = build_q_network((84, 84, 4), np.uint8, 4)
+    q_fn = rec.keras_q_fn(net)
+    out = tmp_path / "breakout.mp4"
+    seen = []
+    scores = rec.record_episodes(q_fn, "ALE/Breakout-v5", out, episodes=1, seed=0, epsilon=0.05, fps=30, max_steps=40, on_view=seen.append)
+    assert len(scores) == 1
+    assert seen[0].obs.shape == (84, 84, 4) and seen[0].obs.dtype == np.uint8
+    assert seen[0].frame.shape == (210, 160, 3)
+    frames = read_video(out)
+    assert len(frames) == len(seen) == 41
+    assert frames[0].shape == (630, 480 + rec.PANEL_WIDTH, 3)
+    assert_not_blank(frames[-1][:, :480])
+
+    env = make_env("ALE/Breakout-v5", seed=0, mode="play", render_mode="rgb_array")
+    names = action_names(env)
+    view = seen[10]
+    np.testing.assert_allclose([b.value for b in rec.hud_content(view, names).bars], net(view.obs[None]).numpy()[0], rtol=1e-5, atol=1e-6)
+    mapping = play.keyboard_mapping(env, "ALE/Breakout-v5")
+    assert [names[mapping(k)] for k in ({"fire"}, {"left"}, {"right"}, set(), {"left", "fire"})] == ["FIRE", "LEFT", "RIGHT", "NOOP", "LEFT"]
+    env.close()
+
+
+@needs_atari
+def test_breakout_alias_random_agent_cli(tmp_path):
+    out = tmp_path / "b.mp4"
+    result = invoke("--env", "Breakout", "--agent", "random", "--headless", "--record", out, "--episodes", 1, "--max-steps", 30)
+    assert result.exit_code == 0, result.output
+    frames = read_video(out)
+    assert len(frames) == 31  # a random Breakout game outlives 30 steps
+    assert frames[0].shape == (630, 480 + rec.PANEL_WIDTH, 3)
