@@ -1,0 +1,209 @@
+"""Data for the chapter's models: MNIST, a character corpus, and an image folder.
+
+Each loader keeps the real download path (Keras caches what it fetches under
+`$KERAS_HOME/datasets`, `~/.keras/datasets` by default) and also takes a local
+file, because many machines (this one included) have no network. A download
+that fails says which file to fetch and where to put it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import tfquiet  # noqa: F401  (before TensorFlow)
+import keras
+import numpy as np
+
+from classic.errors import ClassicError
+
+MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+NIETZSCHE_URL = "https://s3.amazonaws.com/text-datasets/nietzsche.txt"
+MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def keras_datasets_dir() -> Path:
+    """Where `keras.utils.get_file` caches downloads (mirrors Keras: `$KERAS_HOME` or `~/.keras`)."""
+    return Path(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))) / "datasets"
+
+
+# --- MNIST -------------------------------------------------------------------------------------------
+
+
+class ImageClassData:
+    """Train and test images `[N, H, W, C]` float32 in [0, 1] with int32 labels, and random batches."""
+
+    def __init__(self, train_data, train_label, test_data, test_label, seed: int | None = None):
+        self.train_data = _as_images(train_data)
+        self.test_data = _as_images(test_data)
+        self.train_label = np.asarray(train_label).astype(np.int32)
+        self.test_label = np.asarray(test_label).astype(np.int32)
+        self.num_train_data, self.num_test_data = self.train_data.shape[0], self.test_data.shape[0]
+        self.rng = np.random.default_rng(seed)
+
+    def get_batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """`batch_size` training examples drawn at random, with replacement (as in the chapter)."""
+        index = self.rng.integers(0, self.num_train_data, batch_size)
+        return self.train_data[index], self.train_label[index]
+
+
+def _as_images(x) -> np.ndarray:
+    """uint8 [N, H, W] (or [N, H, W, 1]) -> float32 [N, H, W, 1] scaled to [0, 1]."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    return x.astype(np.float32) / scale
+
+
+class MNISTLoader(ImageClassData):
+    """MNIST from a local `mnist.npz` (`path`), or Keras' cached download when `path` is None."""
+
+    def __init__(self, path: str | os.PathLike | None = None, seed: int | None = None):
+        (train_x, train_y), (test_x, test_y) = load_mnist_arrays(path)
+        super().__init__(train_x, train_y, test_x, test_y, seed=seed)
+
+
+def load_mnist_arrays(path: str | os.PathLike | None = None):
+    """`(x_train, y_train), (x_test, y_test)` as uint8 images and integer labels, checked.
+
+    Raises:
+        ClassicError: the file is missing, unreadable or not MNIST-shaped, or the
+            download failed (the message says where to put the file by hand).
+    """
+    if path is None:
+        try:
+            (train_x, train_y), (test_x, test_y) = keras.datasets.mnist.load_data()
+        except Exception as e:  # Keras raises a bare Exception on a fetch failure
+            raise ClassicError(
+                f"could not download mnist.npz (no network?); download it from {MNIST_URL} and pass --data PATH, "
+                f"or place it at {keras_datasets_dir() / 'mnist.npz'} ({_first_line(e)})"
+            ) from None
+    else:
+        arrays = _load_npz(path, MNIST_KEYS, what="an MNIST file")
+        train_x, train_y, test_x, test_y = (arrays[k] for k in MNIST_KEYS)
+    for x, y, split in ((train_x, train_y, "train"), (test_x, test_y, "test")):
+        if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] != 1) or len(x) == 0:
+            raise ClassicError(f"{path}: x_{split} must be images [N, H, W] (or [N, H, W, 1]), got shape {x.shape}")
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            raise ClassicError(f"{path}: y_{split} must be {len(x)} integer labels, got {y.dtype} {y.shape}")
+        if y.min() < 0 or y.max() >= 10:
+            raise ClassicError(f"{path}: y_{split} labels must be digits 0-9, found {y.min()}..{y.max()}")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise ClassicError(f"{path}: train images {train_x.shape[1:]} and test images {test_x.shape[1:]} differ in size")
+    return (train_x, train_y), (test_x, test_y)
+
+
+def _load_npz(path: str | os.PathLike, keys: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+    """Every key of an `.npz` as plain arrays, refusing pickled objects (a file must not run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClassicError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise ClassicError(f"{path}: expected an .npz archive ({what}), got a single array")
+            missing = [k for k in keys if k not in f.files]
+            if missing:
+                raise ClassicError(f"{path}: not {what}: missing {', '.join(missing)} (has {', '.join(f.files) or 'nothing'})")
+            return {k: f[k] for k in f.files}
+    except ClassicError:
+        raise
+    except ValueError as e:  # "Object arrays cannot be loaded when allow_pickle=False"
+        raise ClassicError(f"{path}: cannot read {what}: {_first_line(e)} (arrays must be numeric, saved without pickle)") from None
+    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError: a truncated or foreign file
+        raise ClassicError(f"{path}: cannot read {what}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+# --- characters --------------------------------------------------------------------------------------
+
+
+class TextLoader:
+    """A lower-cased text as integer character codes, and random (sequence, next character) batches."""
+
+    def __init__(self, path: str | os.PathLike | None = None, seed: int | None = None, min_length: int = 2):
+        if path is None:
+            try:
+                path = keras.utils.get_file("nietzsche.txt", origin=NIETZSCHE_URL)
+            except Exception as e:
+                raise ClassicError(
+                    f"could not download nietzsche.txt (no network?); download it from {NIETZSCHE_URL} and pass "
+                    f"--text PATH, or place it at {keras_datasets_dir() / 'nietzsche.txt'} ({_first_line(e)})"
+                ) from None
+        path = Path(path)
+        if not path.is_file():
+            raise ClassicError(f"{path}: no such file")
+        try:
+            self.raw_text = path.read_text(encoding="utf-8").lower()
+        except UnicodeDecodeError as e:
+            raise ClassicError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except OSError as e:
+            raise ClassicError(f"{path}: cannot read: {e.strerror}") from None
+        if len(self.raw_text) < min_length:
+            raise ClassicError(f"{path}: {len(self.raw_text)} characters is too short; need at least {min_length}")
+        self.chars = sorted(set(self.raw_text))
+        self.char_indices = {c: i for i, c in enumerate(self.chars)}
+        self.indices_char = dict(enumerate(self.chars))
+        self.text = np.array([self.char_indices[c] for c in self.raw_text], dtype=np.int32)
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def num_chars(self) -> int:
+        return len(self.chars)
+
+    def get_batch(self, seq_length: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """`[batch, seq_length]` windows at random offsets and the character after each."""
+        if len(self.text) <= seq_length:
+            raise ClassicError(
+                f"the text has {len(self.text)} characters; need more than the sequence length {seq_length}"
+            )
+        index = self.rng.integers(0, len(self.text) - seq_length, batch_size)
+        seq = self.text[index[:, None] + np.arange(seq_length)]
+        return seq, self.text[index + seq_length]
+
+    def decode(self, codes) -> str:
+        return "".join(self.indices_char[int(i)] for i in codes)
+
+
+# --- an image folder ---------------------------------------------------------------------------------
+
+
+def load_image_folder(directory: str | os.PathLike, image_size: int = 224, batch_size: int = 50, seed: int = 0):
+    """A shuffled `tf.data.Dataset` of (image in [0, 1], label) batches from one sub-folder per class.
+
+    Returns:
+        (dataset, class_names)
+    Raises:
+        ClassicError: the folder is missing, holds no images, or fewer than two classes.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ClassicError(f"{directory}: no such directory")
+    class_dirs = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    if len(class_dirs) < 2:
+        found = f"only {class_dirs[0]!r}" if class_dirs else "none"
+        raise ClassicError(
+            f"{directory}: need one sub-folder of images per class and at least two classes; found {found}"
+        )
+    image_suffixes = {".bmp", ".gif", ".jpeg", ".jpg", ".png"}  # what Keras' loader reads
+    empty = [c for c in class_dirs if not any(f.suffix.lower() in image_suffixes for f in (directory / c).rglob("*"))]
+    if empty:
+        raise ClassicError(f"{directory}: class folder {empty[0]!r} holds no .jpg/.png/.gif/.bmp images")
+    try:
+        dataset = keras.utils.image_dataset_from_directory(
+            directory, labels="inferred", label_mode="int", image_size=(image_size, image_size),
+            batch_size=batch_size, shuffle=True, seed=seed, verbose=False,
+        )
+    except ValueError as e:  # "No images found in directory ..." and friends
+        raise ClassicError(f"{directory}: {_first_line(e)}") from None
+    class_names = list(dataset.class_names)
+    if len(class_names) < 2:
+        raise ClassicError(f"{directory}: images of only one class ({class_names[0]!r}); a classifier needs at least two")
+    # Scale to [0, 1] as the chapter does (the random-weight MobileNetV2 learns from that range).
+    dataset = dataset.map(lambda x, y: (x / 255.0, y))
+    return dataset, class_names

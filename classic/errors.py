@@ -1,0 +1,12 @@
+"""The error the `python -m classic` command line turns into one clear line."""
+
+from __future__ import annotations
+
+
+class ClassicError(ValueError):
+    """Bad input a person can fix (a missing file, a demos file for another env, ...).
+
+    A `ValueError` so library callers (e.g. `train.py --init-from`) can catch
+    it with the rest of the value errors; `classic.__main__` prints it as
+    `error: ...` and exits with status 2.
+    """

@@ -1,0 +1,251 @@
+"""Behaviour cloning: pretrain a Q-network torso as a classifier of demonstrated actions.
+
+A demos file (`play.py --save-demos`) is an `.npz` of `obs`, `actions`,
+`rewards`, `terminated`, `truncated` and a 0-d `env_id`. `pretrain` builds the
+same layers the agent's non-dueling Q-network has (`classic.blocks` torso
+named `torso_*`, then `Dense(num_actions, name="q")`), fits it to predict the
+demonstrated action, and saves it as `.keras`. `load_torso_weights` then
+copies the `torso_*` layers into a fresh agent network (`train.py --init-from`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import tfquiet  # noqa: F401  (before TensorFlow)
+import keras
+import numpy as np
+
+from classic.blocks import mlp_torso, nature_cnn_torso
+from classic.data import _first_line, _load_npz
+from classic.errors import ClassicError
+from classic.models import SparseCategoricalAccuracy
+
+DEMO_KEYS = ("obs", "actions", "rewards", "terminated", "truncated", "env_id")
+TORSO_PREFIX = "torso_"
+
+
+@dataclass(frozen=True)
+class Demos:
+    """Checked demonstrations: observations and the action taken in each."""
+
+    env_id: str
+    obs: np.ndarray  # [N, *obs_shape], float32 (vectors) or uint8 (frames)
+    actions: np.ndarray  # [N] int64 in [0, num_actions)
+    num_actions: int
+
+
+def env_spaces(env_id: str) -> tuple[tuple[int, ...], int]:
+    """(observation shape, number of actions) of a gymnasium env, registering the ALE games first."""
+    import gymnasium as gym
+
+    try:  # the Atari ids only exist once ale_py has registered them
+        import ale_py
+
+        gym.register_envs(ale_py)
+    except ImportError:
+        pass
+    if env_id not in gym.registry:
+        raise ClassicError(f"unknown env id {env_id!r} in the demos file")
+    try:
+        env = gym.make(env_id)
+    except Exception as e:
+        raise ClassicError(f"cannot make env {env_id!r}: {_first_line(e)}") from None
+    try:
+        if not isinstance(env.action_space, gym.spaces.Discrete):
+            raise ClassicError(f"{env_id} has a {type(env.action_space).__name__} action space; cloning needs discrete actions")
+        return tuple(env.observation_space.shape), int(env.action_space.n)
+    finally:
+        env.close()
+
+
+def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) -> Demos:
+    """Read and check a demos file against its env.
+
+    Args:
+        path: the `.npz` file.
+        obs_shape: the observation shape the network eats; default: the env's own
+            `observation_space.shape` (for preprocessed Atari frames pass e.g. (84, 84, 4)).
+    Raises:
+        ClassicError: missing or pickled arrays, or shapes, dtypes or actions that do not fit the env.
+    """
+    arrays = _load_npz(path, DEMO_KEYS, what="a demos file")
+    env_id_arr = arrays["env_id"]
+    if env_id_arr.shape != () or env_id_arr.dtype.kind != "U":
+        raise ClassicError(
+            f"{path}: env_id must be a 0-d string array such as np.array('CartPole-v1'), "
+            f"got {env_id_arr.dtype} {env_id_arr.shape}"
+        )
+    env_id = str(env_id_arr)
+    env_shape, num_actions = env_spaces(env_id)
+    expected = tuple(obs_shape) if obs_shape is not None else env_shape
+    obs, actions = arrays["obs"], arrays["actions"]
+    n = len(obs) if obs.ndim else 0
+    if n == 0:
+        raise ClassicError(f"{path}: holds no transitions")
+    # Frame envs: the agent's wrappers resize and stack frames (210x160x3 -> 84x84x4), so any
+    # uint8 (H, W, C) stack is what a network may eat; vector envs must match exactly.
+    preprocessed_frames = obs_shape is None and len(env_shape) == 3 and obs.ndim == 4 and obs.dtype == np.uint8
+    if obs.shape[1:] != expected and not preprocessed_frames:
+        raise ClassicError(f"{path}: obs have shape {obs.shape[1:]} but {env_id} observations are {expected}")
+    if obs.dtype != np.uint8 and not np.issubdtype(obs.dtype, np.floating):
+        raise ClassicError(f"{path}: obs must be float32 (vectors) or uint8 (frames), got {obs.dtype}")
+    for key in ("actions", "rewards", "terminated", "truncated"):
+        if arrays[key].shape != (n,):
+            raise ClassicError(f"{path}: {key} must have shape ({n},) like obs, got {arrays[key].shape}")
+    if not np.issubdtype(actions.dtype, np.integer):
+        raise ClassicError(f"{path}: actions must be integers, got {actions.dtype}")
+    if actions.min() < 0 or actions.max() >= num_actions:
+        raise ClassicError(
+            f"{path}: actions run {actions.min()}..{actions.max()} but {env_id} has actions 0..{num_actions - 1}"
+        )
+    if obs.dtype != np.uint8:
+        obs = obs.astype(np.float32)
+    return Demos(env_id=env_id, obs=obs, actions=actions.astype(np.int64), num_actions=num_actions)
+
+
+def build_policy_network(obs_shape: Sequence[int], obs_dtype, num_actions: int, hidden_sizes: Sequence[int] = (64, 64)) -> keras.Model:
+    """The agent's non-dueling Q-network layout, used here as an action classifier (logits head `q`)."""
+    obs_shape = tuple(obs_shape)
+    inputs = keras.Input(shape=obs_shape, dtype=str(np.dtype(obs_dtype)), name="obs")
+    x = inputs
+    if np.dtype(obs_dtype) == np.uint8:
+        x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(x)
+    # Same rule as the agent's `auto` network: frames (H, W, C) get the Nature CNN, vectors the MLP.
+    torso = nature_cnn_torso() if len(obs_shape) == 3 else mlp_torso(hidden_sizes)
+    for layer in torso:
+        x = layer(x)
+    q = keras.layers.Dense(num_actions, name="q")(x)
+    return keras.Model(inputs, q, name="policy")
+
+
+def parse_hidden_sizes(text: str) -> tuple[int, ...]:
+    """"64,64" -> (64, 64)."""
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ClassicError(f"hidden sizes must be comma-separated integers such as 64,64; got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise ClassicError(f"hidden sizes must be positive integers such as 64,64; got {text!r}")
+    return sizes
+
+
+def pretrain(
+    demos: Demos,
+    hidden_sizes: Sequence[int] = (64, 64),
+    epochs: int = 5,
+    batch_size: int = 50,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    verbose: int | str = 0,
+) -> tuple[keras.Model, float, float | None]:
+    """Fit the network to predict the demonstrated actions (cross-entropy from logits, Adam).
+
+    One demo in ten (at least 10 of them) is held out to tell memorising from cloning.
+
+    Returns:
+        (model, training accuracy, held-out accuracy or None when there were too few demos)
+    """
+    for name, value in (("epochs", epochs), ("batch-size", batch_size), ("lr", learning_rate)):
+        if not value > 0:
+            raise ClassicError(f"{name} must be positive, got {value}")
+    keras.utils.set_random_seed(seed)
+    n = len(demos.obs)
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = n // 10 if n >= 100 else 0
+    val, train = order[:n_val], order[n_val:]
+    model = build_policy_network(demos.obs.shape[1:], demos.obs.dtype, demos.num_actions, hidden_sizes)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[SparseCategoricalAccuracy(name="accuracy")],
+    )
+    model.fit(demos.obs[train], demos.actions[train], epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+    _, train_acc = model.evaluate(demos.obs[train], demos.actions[train], batch_size=max(batch_size, 256), verbose=0)
+    val_acc = None
+    if n_val:
+        _, val_acc = model.evaluate(demos.obs[val], demos.actions[val], batch_size=max(batch_size, 256), verbose=0)
+        val_acc = float(val_acc)
+    return model, float(train_acc), val_acc
+
+
+def check_out_path(out: str | os.PathLike) -> Path:
+    """Refuse an output path that cannot be saved to, before any training time is spent."""
+    out = Path(out)
+    if out.suffix != ".keras":
+        raise ClassicError(f"{out}: the output must end in .keras")
+    if not out.parent.is_dir():
+        raise ClassicError(f"{out.parent}: no such directory for --out")
+    if out.is_dir():
+        raise ClassicError(f"{out}: is a directory")
+    if not os.access(out.parent, os.W_OK):
+        raise ClassicError(f"{out.parent}: not writable")
+    return out
+
+
+def save_model_atomic(model: keras.Model, out: str | os.PathLike) -> Path:
+    """Save as `.keras` under a temporary name in the same folder, then rename: a crash never leaves half a file."""
+    out = check_out_path(out)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise ClassicError(f"{out}: cannot write: {e.strerror or e}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def _named_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    """Layers by name, looking inside nested models too."""
+    found: dict[str, keras.layers.Layer] = {}
+    for layer in model.layers:
+        found[layer.name] = layer
+        if isinstance(layer, keras.Model):
+            found.update(_named_layers(layer))
+    return found
+
+
+def load_torso_weights(model: keras.Model, torso_path: str | os.PathLike) -> list[str]:
+    """Copy the weights of every `torso_*` layer saved in `torso_path` into `model`'s same-named layers.
+
+    All shapes are checked before anything is copied, so a mismatch leaves `model` untouched.
+
+    Returns:
+        the names of the layers whose weights were copied (layers with weights only).
+    Raises:
+        ClassicError (a ValueError): the file cannot be read, holds no torso layer with
+            weights, a torso layer is missing from `model`, or shapes differ.
+    """
+    path = Path(torso_path)
+    if not path.is_file():
+        raise ClassicError(f"{path}: no such file")
+    try:
+        saved = keras.models.load_model(path, compile=False)
+    except Exception as e:
+        raise ClassicError(f"{path}: cannot load a Keras model: {_first_line(e)}") from None
+    source = {n: l for n, l in _named_layers(saved).items() if n.startswith(TORSO_PREFIX) and l.weights}
+    target = {n: l for n, l in _named_layers(model).items() if n.startswith(TORSO_PREFIX) and l.weights}
+    if not source:
+        raise ClassicError(f"{path}: holds no layer named {TORSO_PREFIX}* with weights")
+    if not set(source) & set(target):
+        raise ClassicError(f"no {TORSO_PREFIX}* layer of {path} ({', '.join(sorted(source))}) matches a layer of {model.name}")
+    for name in sorted(set(source) | set(target)):
+        if name not in target:
+            raise ClassicError(f"layer {name} of {path} is missing from {model.name} (different hidden sizes or torso?)")
+        if name not in source:
+            raise ClassicError(f"layer {name} of {model.name} is missing from {path} (different hidden sizes or torso?)")
+        got = [tuple(w.shape) for w in source[name].weights]
+        want = [tuple(w.shape) for w in target[name].weights]
+        if got != want:
+            raise ClassicError(f"layer {name}: weights in {path} have shapes {got} but the model needs {want}")
+    copied = []
+    for name in source:  # in layer order
+        target[name].set_weights(source[name].get_weights())
+        copied.append(name)
+    return copied
