@@ -74,7 +74,7 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
         run_dir = Path("runs") / f"{preset_name_for_env(cfg.env_id)}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     path = run_files.prepare_run_dir(run_dir, force=force)
 
-    from agent.training import TrainingStopped, train
+    from agent.training import TrainingInterrupted, TrainingStopped, train
 
     click.echo(f"training {cfg.env_id} for {cfg.total_steps:,} env steps (seed {cfg.seed}) -> {path}")
     from replay import ReplayMemoryError
@@ -84,6 +84,9 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     except TrainingStopped as e:
         click.echo(f"error: {e}", err=True)
         return False
+    except TrainingInterrupted as e:
+        click.echo(f"\n{e}", err=True)
+        sys.exit(130)
     except (UserError, ReplayMemoryError) as e:
         if not any(path.iterdir()):  # failed before writing anything: leave no empty run behind
             path.rmdir()

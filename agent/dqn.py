@@ -131,7 +131,7 @@ class DQNAgent:
     def td_targets(self, rewards, next_obs, terminated):
         """y = r + gamma * (1 - terminated) * Q_target(s', a'), a' by the online net if Double DQN."""
         target_net = self.target if self.target is not None else self.online
-        next_q_target = target_net(next_obs, training=False)
+        next_q_target = tf.cast(target_net(next_obs, training=False), tf.float32)  # float32 even under mixed precision
         if self.cfg.double_dqn:
             next_actions = tf.argmax(self.online(next_obs, training=False), axis=1, output_type=tf.int32)
         else:
@@ -143,7 +143,7 @@ class DQNAgent:
         targets = self.td_targets(rewards, next_obs, terminated)
         variables = self.online.trainable_variables
         with tf.GradientTape() as tape:
-            q = self.online(obs, training=True)
+            q = tf.cast(self.online(obs, training=True), tf.float32)
             q_taken = tf.gather(q, actions, axis=1, batch_dims=1)
             error = targets - q_taken
             if self.cfg.loss == "huber":

@@ -38,6 +38,18 @@ class TrainingStopped(RuntimeError):
     """Training ended early for a reason the user must hear (e.g. a non-finite loss)."""
 
 
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C: the run was saved where it stood."""
+
+
+def record_video(agent: DQNAgent, cfg: DQNConfig, path: Path) -> list[float]:
+    """One evaluation episode as an mp4 (full-resolution frames with the HUD), for `record_every`."""
+    from agent.recording import record_episodes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return record_episodes(agent.q_values, cfg.env_id, path, episodes=1, seed=cfg.seed + 30_000, epsilon=cfg.eval_epsilon)
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -240,11 +252,16 @@ def train(cfg: DQNConfig, run_dir: str | Path, progress: bool = True) -> TrainRe
                 bar.update(step - bar.n)
                 bar.set_postfix(ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-", eps=f"{epsilon:.3f}", loss=f"{metrics['loss']:.4f}", refresh=False)
 
-            # 7. checkpoint
+            # 7. checkpoint, and an evaluation video now and then
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 save_checkpoint(step)
+            if cfg.record_every and step % cfg.record_every == 0:
+                record_video(agent, cfg, run_dir / "videos" / f"step-{step:09d}.mp4")
             if cfg.stop_on_solve and solved_at is not None:
                 break
+    except KeyboardInterrupt:
+        save_checkpoint(step)
+        raise TrainingInterrupted(f"interrupted at env step {step:,}; checkpoint and model saved in {run_dir}") from None
     except NonFiniteLossError as e:
         last = manager.latest_checkpoint
         kept = f"the last good checkpoint ({Path(last).name}) is kept in {run_dir}" if last else "no checkpoint had been saved yet"

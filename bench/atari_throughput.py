@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Atari training throughput: env steps/s while learning, and where the time goes.
+
+Fills the replay to the preset's `learning_starts` with random play (not
+timed), then runs `--steps` env steps of the real loop (act, step, store,
+learn every `train_freq` env steps, target sync) and times each part.
+Acting uses the preset's final epsilon, so the network runs on ~every step,
+as it does for most of a run.
+
+    python bench/atari_throughput.py --env Breakout --steps 5000 [--set key=value ...] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import click  # noqa: E402
+
+
+@click.command()
+@click.option("--env", "env_id", default="Breakout", show_default=True)
+@click.option("--steps", type=int, default=5_000, show_default=True, help="Env steps timed while learning.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset field.")
+@click.option("--seed", type=int, default=0)
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
+def main(env_id, steps, overrides, seed, as_json):
+    import numpy as np
+
+    from agent import config as config_lib
+    from agent.errors import UserError
+    from agent.presets import resolve_config
+    from agent.training import build_agent, make_replay, replay_targets
+    from envs import EnvError, make_env, obs_signature
+
+    try:
+        cfg = resolve_config(env_id=env_id, overrides={"seed": seed, **config_lib.parse_overrides(overrides)})
+        env = make_env(cfg.env_id, seed=cfg.seed, mode="train")
+    except (UserError, EnvError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    obs_shape, obs_dtype, num_actions = obs_signature(env)
+    agent = build_agent(cfg, env)
+    replay = make_replay(cfg, obs_shape, obs_dtype)
+    rng = np.random.default_rng(seed)
+
+    def env_step(obs, action):
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        stored_reward, ends = replay_targets(float(reward), terminated, truncated, cfg)
+        replay.add(obs, action, stored_reward, next_obs, ends, truncated=truncated)
+        if terminated or truncated:
+            next_obs, _ = env.reset()
+        return next_obs
+
+    t0 = time.perf_counter()
+    obs, _ = env.reset(seed=seed)
+    for _ in range(cfg.learning_starts):
+        obs = env_step(obs, int(rng.integers(num_actions)))
+    fill_s = time.perf_counter() - t0
+    # Warm-up: trace the update and the acting function once, outside the timing.
+    agent.update(replay.sample_many(cfg.gradient_steps, cfg.batch_size))
+    agent.act(obs[None], 0.0)
+
+    epsilon = cfg.epsilon_end
+    t_act = t_env = t_sample = t_update = 0.0
+    updates = 0
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        a = time.perf_counter()
+        action = int(agent.act(obs[None], epsilon)[0])
+        b = time.perf_counter()
+        obs = env_step(obs, action)
+        c = time.perf_counter()
+        t_act += b - a
+        t_env += c - b
+        if step % cfg.train_freq == 0:
+            batch = replay.sample_many(cfg.gradient_steps, cfg.batch_size)
+            d = time.perf_counter()
+            agent.update(batch)
+            e = time.perf_counter()
+            t_sample += d - c
+            t_update += e - d
+            updates += cfg.gradient_steps
+        if cfg.target_update_period and step % cfg.target_update_period == 0:
+            agent.sync_target()
+    total = time.perf_counter() - start
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "env_id": cfg.env_id, "steps": steps, "train_freq": cfg.train_freq, "gradient_steps": cfg.gradient_steps,
+        "batch_size": cfg.batch_size, "jit_compile": cfg.jit_compile,
+        "env_steps_per_s": round(steps / total, 1),
+        "updates_per_s": round(updates / total, 2),
+        "ms_per_update": round(1000 * t_update / max(updates, 1), 2),
+        "ms_per_sample": round(1000 * t_sample / max(updates, 1), 3),
+        "ms_per_act": round(1000 * t_act / steps, 3),
+        "ms_per_env_step": round(1000 * t_env / steps, 3),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "replay_mb": round(replay.nbytes / 2**20, 1),
+        "fill_seconds": round(fill_s, 1),
+    }
+    click.echo(f"{cfg.env_id}: {steps:,} env steps while learning (1 update of batch {cfg.batch_size} per "
+               f"{cfg.train_freq // cfg.gradient_steps} env steps), after {cfg.learning_starts:,} steps of random fill ({fill_s:.1f} s)")
+    click.echo(f"  env steps/s      {result['env_steps_per_s']:8.1f}")
+    click.echo(f"  updates/s        {result['updates_per_s']:8.2f}")
+    click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (+ {result['ms_per_sample']:.3f} ms sampling the batch)")
+    click.echo(f"  ms per act       {result['ms_per_act']:8.3f}")
+    click.echo(f"  ms per env step  {result['ms_per_env_step']:8.3f}   (emulator, preprocessing and replay.add)")
+    click.echo(f"  peak RSS         {result['peak_rss_mb']:8.1f} MB   (replay {result['replay_mb']:.1f} MB)")
+    if as_json:
+        click.echo(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
