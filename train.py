@@ -31,11 +31,12 @@ from agent.errors import UserError  # noqa: E402
 @click.option("--eval-episodes", type=int, default=None, help="Episodes per evaluation.")
 @click.option("--record-every", type=int, default=None, help="Env steps between evaluation videos.")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None, help="Start the Q-network's torso from a pretrained .keras file (python -m classic pretrain).")
+@click.option("--pixels", is_flag=True, help="Learn from rendered frames (CartPole-v1 -> the cartpole-pixels preset).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, no_progress):
+def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress):
     """Train a Deep Q-Network and save the run directory."""
     try:
-        result = run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, no_progress)
+        result = run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress)
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -45,7 +46,7 @@ def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, ev
     sys.exit(0 if result else 1)
 
 
-def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, no_progress):
+def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress):
     import time
     from pathlib import Path
 
@@ -59,9 +60,13 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
             values[key] = value
     if env_id is None and preset is None and config_file is None:
         env_id = "CartPole-v1"
+    if pixels:
+        values["pixels"] = True
+        if preset is None and config_file is None and env_id == "CartPole-v1":
+            preset = "cartpole-pixels"
     cfg = resolve_config(env_id=env_id, preset=preset, config_file=config_file, overrides=values)
     try:  # fail on a bad env before creating anything on disk
-        make_env(cfg.env_id, seed=cfg.seed, mode="train").close()
+        make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels).close()
     except EnvError as e:
         raise UserError(str(e)) from None
 

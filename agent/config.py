@@ -28,6 +28,7 @@ class DQNConfig:
     env_id: str = "CartPole-v1"  # gymnasium id (ALE ids such as ALE/Breakout-v5 included)
     seed: int = 0  # seeds the env, the replay sampler, exploration and network init
     total_steps: int = 50_000  # env steps of training
+    pixels: bool = False  # observe rendered frames (gray 84x84, 4 stacked) instead of the state vector
 
     # --- Q-network ---
     network: str = "auto"  # "mlp", "nature_cnn" or "auto" (MLP for vectors, CNN for images)

@@ -155,8 +155,8 @@ def train(cfg: DQNConfig, run_dir: str | Path, progress: bool = True) -> TrainRe
     """
     run_dir = Path(run_dir)
     keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: same seed, same network
-    env = make_env(cfg.env_id, seed=cfg.seed, mode="train")
-    eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval")
+    env = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels)
+    eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval", pixels=cfg.pixels)
     obs_shape, obs_dtype, _ = obs_signature(env)
     agent = build_agent(cfg, env)
     replay = make_replay(cfg, obs_shape, obs_dtype)

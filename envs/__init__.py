@@ -35,7 +35,9 @@ def is_atari(env_id: str) -> bool:
     return env_id.lower() in {name.lower() for name in atari_aliases()}
 
 
-def make_env(env_id: str, *, seed: int | None = None, mode: str = "train", render_mode: str | None = None) -> gym.Env:
+def make_env(
+    env_id: str, *, seed: int | None = None, mode: str = "train", render_mode: str | None = None, pixels: bool = False
+) -> gym.Env:
     """Build the env for training, evaluation or play.
 
     Args:
@@ -43,6 +45,8 @@ def make_env(env_id: str, *, seed: int | None = None, mode: str = "train", rende
         seed: seeds the env's first reset and its action space.
         mode: "train", "eval" or "play"; vector envs behave the same in all three.
         render_mode: passed to `gym.make` ("rgb_array" for videos and windows).
+        pixels: observe rendered frames (gray 84x84, 4 stacked, uint8) instead
+            of the state vector; for classic-control envs.
 
     Raises:
         EnvError: for an unknown id, a continuous action space or an
@@ -59,11 +63,15 @@ def make_env(env_id: str, *, seed: int | None = None, mode: str = "train", rende
         hint = f"; did you mean {', '.join(close)}?" if close else "; `python -c \"import gymnasium; gymnasium.pprint_registry()\"` lists them"
         raise EnvError(f"unknown env id {env_id!r}{hint}")
     try:
-        env = gym.make(env_id, render_mode=render_mode)
+        env = gym.make(env_id, render_mode="rgb_array" if pixels else render_mode)
     except gym.error.DependencyNotInstalled as e:
         raise EnvError(f"env {env_id!r} needs an extra package: {e}") from None
     check_spaces(env_id, env)
     env = gym.wrappers.RecordEpisodeStatistics(env)
+    if pixels:
+        from envs.pixels import wrap_pixels
+
+        env = wrap_pixels(env)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
