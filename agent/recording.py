@@ -436,6 +436,7 @@ def record_episodes(
     max_steps: int | None = None,
     scale: int | None = None,
     on_view: Callable[[StepView], None] | None = None,
+    pixels: bool = False,
 ) -> list[float]:
     """Play `episodes` episodes headless and write them to one mp4; returns their scores.
 
@@ -450,6 +451,7 @@ def record_episodes(
         max_steps: cut episodes after this many env steps (None: play them out).
         scale: integer upscaling of the frame; default 3 for Atari, 1 otherwise.
         on_view: called with each state after its frame is written (progress, tests).
+        pixels: the agent observes rendered frames (a `--pixels` run).
 
     Returns:
         The score (undiscounted return) of each episode; a cut episode counts what it got.
@@ -461,7 +463,7 @@ def record_episodes(
 
     recorder = VideoRecorder(out_path, fps)  # fails on an unwritable path before any play
     try:
-        env = make_env(env_id, seed=seed, mode="play", render_mode="rgb_array")
+        env = make_env(env_id, seed=seed, mode="play", render_mode="rgb_array", pixels=pixels)
     except EnvError as e:
         raise UserError(str(e)) from None
     names = action_names(env)

@@ -47,6 +47,8 @@ import numpy as np
 from envs import MODES, EnvError
 
 gym.register_envs(ale_py)
+# ALE greets every new emulator with a banner on stderr; keep warnings and errors only.
+ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)
 
 FRAME_SIZE = 84  # Mnih et al. (2015): 84x84 gray frames
 FRAME_SKIP = 4  # Mnih et al. (2015): act every 4th frame
