@@ -3,7 +3,9 @@
 
 A preset from configs/ is picked by env id (or `--preset`, or `--config FILE`),
 `--set key=value` overrides any field, and everything lands in a run
-directory that `play.py RUN_DIR` can replay.
+directory that `play.py RUN_DIR` can replay. `--resume RUN_DIR` continues a
+run exactly where its last complete checkpoint left it; Ctrl-C and SIGTERM
+save one and say how to resume.
 """
 
 from __future__ import annotations
@@ -33,20 +35,36 @@ from agent.errors import UserError  # noqa: E402
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None, help="Start the Q-network's torso from a pretrained .keras file (python -m classic pretrain).")
 @click.option("--pixels", is_flag=True, help="Learn from rendered frames (CartPole-v1 -> the cartpole-pixels preset).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress):
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue the run in this directory from its last complete checkpoint (only --steps and --checkpoint-every may change).")
+@click.option("--checkpoint-every", type=int, default=None, help="Env steps between checkpoints (checkpoint_every).")
+@click.option("--keep", type=int, default=3, show_default=True, help="Complete checkpoints kept on disk (the newest is never deleted).")
+@click.option("--no-save-replay", is_flag=True, help="Leave the replay memory out of checkpoints (a resume then learns from an empty buffer).")
+def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
+         resume_dir, checkpoint_every, keep, no_save_replay):
     """Train a Deep Q-Network and save the run directory."""
     try:
-        result = run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress)
+        if resume_dir is not None:
+            given = {"--env": env_id, "--preset": preset, "--config": config_file, "--set": overrides, "--seed": seed, "--run-dir": run_dir,
+                     "--force": force, "--eval-every": eval_every, "--eval-episodes": eval_episodes, "--record-every": record_every,
+                     "--init-from": init_from, "--pixels": pixels}
+            clash = [name for name, value in given.items() if value is not None and value is not False and value != ()]
+            if clash:
+                raise UserError(f"--resume continues the saved config; {', '.join(clash)} cannot be combined with it (only --steps and --checkpoint-every can change)")
+        result = run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
+                     resume_dir=resume_dir, checkpoint_every=checkpoint_every, keep=keep, save_replay=not no_save_replay)
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        click.echo("\ninterrupted", err=True)
+        where = resume_dir or run_dir
+        hint = f"; continue from the last complete checkpoint with: python train.py --resume {where}" if where else ""
+        click.echo(f"\ninterrupted{hint}", err=True)
         sys.exit(130)
     sys.exit(0 if result else 1)
 
 
-def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress):
+def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
+        *, resume_dir=None, checkpoint_every=None, keep=3, save_replay=True):
     import time
     from pathlib import Path
 
@@ -54,46 +72,63 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     from agent.presets import preset_name_for_env, resolve_config
     from envs import EnvError, make_env
 
-    values = config_lib.parse_overrides(overrides)
-    for key, value in (("seed", seed), ("total_steps", steps), ("eval_every", eval_every), ("eval_episodes", eval_episodes), ("record_every", record_every), ("init_from", init_from)):
-        if value is not None:
-            values[key] = value
-    if env_id is None and preset is None and config_file is None:
-        env_id = "CartPole-v1"
-    if pixels:
-        values["pixels"] = True
-        if preset is None and config_file is None and env_id == "CartPole-v1":
-            preset = "cartpole-pixels"
-    cfg = resolve_config(env_id=env_id, preset=preset, config_file=config_file, overrides=values)
+    if keep < 1:
+        raise UserError(f"--keep must be >= 1 (the newest checkpoint is always kept), got {keep}")
+    resuming = resume_dir is not None
+    if resuming:
+        from agent import run_dir as run_files
+
+        cfg = run_files.load_config(resume_dir)  # validated field by field
+        changes = {k: v for k, v in (("total_steps", steps), ("checkpoint_every", checkpoint_every)) if v is not None}
+        cfg = config_lib.from_dict(changes, base=cfg, source="--resume")
+    else:
+        values = config_lib.parse_overrides(overrides)
+        for key, value in (("seed", seed), ("total_steps", steps), ("eval_every", eval_every), ("eval_episodes", eval_episodes), ("record_every", record_every),
+                           ("init_from", init_from), ("checkpoint_every", checkpoint_every)):
+            if value is not None:
+                values[key] = value
+        if env_id is None and preset is None and config_file is None:
+            env_id = "CartPole-v1"
+        if pixels:
+            values["pixels"] = True
+            if preset is None and config_file is None and env_id == "CartPole-v1":
+                preset = "cartpole-pixels"
+        cfg = resolve_config(env_id=env_id, preset=preset, config_file=config_file, overrides=values)
     try:  # fail on a bad env before creating anything on disk
         make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels).close()
     except EnvError as e:
         raise UserError(str(e)) from None
 
-    if cfg.init_from and not Path(cfg.init_from).is_file():
+    if cfg.init_from and not resuming and not Path(cfg.init_from).is_file():
         raise UserError(f"--init-from {cfg.init_from!r}: no such file; make one with `python -m classic pretrain DEMOS.npz --out torso.keras`")
 
     from agent import run_dir as run_files
 
-    if run_dir is None:
-        run_dir = Path("runs") / f"{preset_name_for_env(cfg.env_id)}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path = run_files.prepare_run_dir(run_dir, force=force)
+    if resuming:
+        path = Path(resume_dir)
+    else:
+        if run_dir is None:
+            run_dir = Path("runs") / f"{preset_name_for_env(cfg.env_id)}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path = run_files.prepare_run_dir(run_dir, force=force)
 
     from agent.training import TrainingInterrupted, TrainingStopped, train
 
-    click.echo(f"training {cfg.env_id} for {cfg.total_steps:,} env steps (seed {cfg.seed}) -> {path}")
+    verb = "resuming" if resuming else "training"
+    click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} env steps (seed {cfg.seed}) -> {path}")
     from replay import ReplayMemoryError
 
     try:
-        result = train(cfg, path, progress=not no_progress)
+        result = train(cfg, path, progress=not no_progress, resume=resuming, keep=keep, save_replay=save_replay)
     except TrainingStopped as e:
         click.echo(f"error: {e}", err=True)
         return False
     except TrainingInterrupted as e:
+        import signal
+
         click.echo(f"\n{e}", err=True)
-        sys.exit(130)
+        sys.exit(128 + e.signum if e.signum in (signal.SIGINT, signal.SIGTERM) else 130)
     except (UserError, ReplayMemoryError) as e:
-        if not any(path.iterdir()):  # failed before writing anything: leave no empty run behind
+        if not resuming and not any(path.iterdir()):  # failed before writing anything: leave no empty run behind
             path.rmdir()
         raise UserError(str(e)) from None
     ev = result.final_eval

@@ -3,12 +3,16 @@
     config.toml      the resolved configuration
     meta.json        format version, env id, observation/action signature, counters
     model.keras      the online Q-network (Keras format, loadable in safe mode)
-    checkpoints/     tf.train.Checkpoint of networks, optimizer and counters
+    checkpoints/     step-NNNNNNNNN/ directories: networks and optimizer (tf.train.Checkpoint),
+                     counters, RNG states, the live env, the replay memory, and a manifest
+                     written last (see agent/checkpoints.py); `train.py --resume` continues from
+                     the newest complete one
     progress.csv     one row per log interval and evaluation
     tb/              TensorBoard event files
     eval.json        the final evaluation
 
-Every file is written to a temporary name and renamed into place.
+Every file is written to a temporary name and renamed into place (a
+checkpoint: a temporary directory, renamed once complete).
 """
 
 from __future__ import annotations

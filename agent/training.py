@@ -3,14 +3,17 @@
 It reads top to bottom on purpose. One env step per iteration; the learner
 runs every `train_freq` env steps for `gradient_steps` updates, the target
 network is synced every `target_update_period` env steps.
+
+Checkpoints (agent/checkpoints.py) hold everything the loop carries, so a
+resume continues bit for bit where the checkpoint was taken; Ctrl-C and
+SIGTERM are honoured after a whole env step, with a checkpoint.
 """
 
 from __future__ import annotations
 
 import csv
-import os
+import signal
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +23,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from agent import run_dir as run_files  # noqa: E402
+from agent.checkpoints import (  # noqa: E402
+    Checkpoints, LoopState, StopSignals, remove_incomplete, trim_progress_csv, trim_tensorboard,
+)
 from agent.config import DQNConfig  # noqa: E402
 from agent.dqn import DQNAgent, NonFiniteLossError  # noqa: E402
 from agent.errors import UserError  # noqa: E402
@@ -39,7 +45,11 @@ class TrainingStopped(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """Ctrl-C: the run was saved where it stood."""
+    """Ctrl-C or SIGTERM: the run was saved where it stood (`signum` says which signal)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = int(signum)
 
 
 def record_video(agent: DQNAgent, cfg: DQNConfig, path: Path) -> list[float]:
@@ -47,7 +57,7 @@ def record_video(agent: DQNAgent, cfg: DQNConfig, path: Path) -> list[float]:
     from agent.recording import record_episodes
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return record_episodes(agent.q_values, cfg.env_id, path, episodes=1, seed=cfg.seed + 30_000, epsilon=cfg.eval_epsilon)
+    return record_episodes(agent.q_values, cfg.env_id, path, episodes=1, seed=cfg.seed + 30_000, epsilon=cfg.eval_epsilon, pixels=cfg.pixels)
 
 
 @dataclass
@@ -58,9 +68,10 @@ class TrainResult:
     updates: int
     train_seconds: float  # wall-clock spent acting and learning (evaluation excluded)
     eval_seconds: float  # wall-clock spent in evaluations
-    final_eval: dict
+    final_eval: dict | None  # None when paused (pause_at) before the end
     evaluations: list[dict] = field(default_factory=list)  # {"env_step", "mean", "std", "train_seconds"}
     solved_at: int | None = None  # env step of the first evaluation >= the solve threshold
+    finished: bool = True  # False when paused before total_steps
 
 
 class ProgressLog:
@@ -141,155 +152,197 @@ def build_agent(cfg: DQNConfig, env) -> DQNAgent:
     return agent
 
 
-def train(cfg: DQNConfig, run_dir: str | Path, progress: bool = True) -> TrainResult:
+def train(
+    cfg: DQNConfig,
+    run_dir: str | Path,
+    progress: bool = True,
+    *,
+    resume: bool = False,
+    keep: int = 3,
+    save_replay: bool = True,
+    pause_at: int | None = None,
+) -> TrainResult:
     """Train a DQN agent as `cfg` says and save everything under `run_dir`.
 
     Args:
-        cfg: the validated run configuration.
-        run_dir: an existing, empty (or prepared) directory.
+        cfg: the validated run configuration (for a resume: the run's saved one,
+            `total_steps` and `checkpoint_every` may differ).
+        run_dir: an existing, empty (or prepared) directory; for a resume, the run's.
         progress: show a progress bar on stderr.
+        resume: continue exactly where the newest complete checkpoint left off:
+            networks, optimizer, counters, RNG states, the live env and its
+            current episode, episode statistics and the replay memory; logs
+            written after that checkpoint are dropped, then appended to.
+        keep: complete checkpoints kept on disk (the newest is never deleted).
+        save_replay: save the replay memory with each checkpoint.
+        pause_at: stop after this env step with a checkpoint, as Ctrl-C would,
+            and return a result with `finished=False`.
 
     Raises:
         TrainingStopped: when the loss becomes non-finite; the last good
             checkpoint and model stay on disk.
+        TrainingInterrupted: on Ctrl-C or SIGTERM, after saving a checkpoint.
+        UserError: a checkpoint that cannot be resumed from, or written.
     """
     run_dir = Path(run_dir)
     keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: same seed, same network
     env = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels)
     eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval", pixels=cfg.pixels)
     obs_shape, obs_dtype, _ = obs_signature(env)
-    agent = build_agent(cfg, env)
+    agent = build_agent(cfg.replace(init_from=None) if resume else cfg, env)  # a resume takes its weights from the checkpoint
     replay = make_replay(cfg, obs_shape, obs_dtype)
     epsilon_at, epsilon_counts = epsilon_schedule(cfg)
     solve_return = cfg.solve_return if cfg.solve_return is not None else reward_threshold(cfg.env_id)
+    store = Checkpoints(run_dir, cfg, agent, replay, env, keep=keep, save_replay=save_replay)
 
+    if resume:  # every check passes before anything on disk changes
+        s, obs = store.restore_latest()
+        if s.step > cfg.total_steps:
+            raise UserError(f"the checkpoint is at env step {s.step:,}, beyond total_steps={cfg.total_steps:,}; pass --steps {s.step} or more")
+        if s.step == cfg.total_steps and (run_dir / "eval.json").exists():
+            raise UserError(f"{run_dir} finished its {cfg.total_steps:,} env steps; pass --steps N (more than {cfg.total_steps:,}) to train longer")
+        remove_incomplete(store.root)
+        trim_progress_csv(run_dir / "progress.csv", s.step)
+        trim_tensorboard(run_dir / "tb", s.step)
+    else:
+        s = LoopState()
+        obs, _ = env.reset(seed=cfg.seed)
     run_files.save_config(run_dir, cfg)
-    env_step_var = tf.Variable(0, dtype=tf.int64, name="env_step")
-    checkpoint = tf.train.Checkpoint(online=agent.online, optimizer=agent.optimizer, env_step=env_step_var)
-    if agent.target is not None:
-        checkpoint.target = agent.target
-    manager = tf.train.CheckpointManager(checkpoint, str(run_dir / "checkpoints"), max_to_keep=3)
     log = ProgressLog(run_dir)
 
-    def save_checkpoint(step: int) -> None:
-        env_step_var.assign(step)
-        manager.save(checkpoint_number=step)
-        run_files.save_model(run_dir, agent.online)
-        run_files.save_meta(run_dir, {
-            "env_id": cfg.env_id, "obs_shape": list(obs_shape), "obs_dtype": str(obs_dtype),
-            "num_actions": agent.num_actions, "env_step": step, "episodes": episodes, "updates": agent.num_updates,
-        })
+    def save_checkpoint() -> None:
+        """checkpoints/step-NNNNNNNNN (written whole or not at all), then model.keras and meta.json."""
+        if store.last_step == s.step:
+            return  # this very state is on disk already
+        s.wall_seconds = time.perf_counter() - start
+        store.save(s, obs)
+        try:
+            run_files.save_model(run_dir, agent.online)
+            run_files.save_meta(run_dir, {
+                "env_id": cfg.env_id, "obs_shape": list(obs_shape), "obs_dtype": str(obs_dtype), "num_actions": agent.num_actions,
+                "env_step": s.step, "episodes": s.episodes, "updates": agent.num_updates, "checkpoint": store.last_name,
+            })
+        except OSError as e:
+            raise UserError(f"cannot write model.keras/meta.json in {run_dir}: {e.strerror or e}; "
+                            f"the checkpoint {store.last_name} is complete; continue with: python train.py --resume {run_dir}") from None
 
-    bar = _progress_bar(cfg.total_steps, progress)
-    recent_returns: deque[float] = deque(maxlen=20)
-    metrics = {"loss": float("nan"), "q_mean": float("nan")}
-    evaluations: list[dict] = []
-    solved_at = None
-    episodes = 0
-    eval_seconds = 0.0
-    start = time.perf_counter()
-    last_log_time, last_log_step = start, 0
-    obs, _ = env.reset(seed=cfg.seed)
-    epsilon = epsilon_at(0)
-    last_eval, last_eval_step = None, -1
-
-    step = 0
+    bar = _progress_bar(cfg.total_steps, progress, initial=s.step)
+    start = time.perf_counter() - s.wall_seconds  # wall time counts on across sessions
+    last_log_time, last_log_step = time.perf_counter(), s.step
+    epsilon = epsilon_at(s.episodes if epsilon_counts == "episodes" else s.step)
+    paused = False
+    stop = StopSignals()  # Ctrl-C / SIGTERM: finish this env step, save, exit
     try:
-        for step in range(1, cfg.total_steps + 1):  # `step` = env steps taken, this one included
-            # 1. act (epsilon-greedy) and step the env
-            epsilon = epsilon_at(episodes if epsilon_counts == "episodes" else step - 1)
-            action = int(agent.act(obs[None], epsilon)[0])
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            episode_over = terminated or truncated
+        with stop:
+            for step in range(s.step + 1, cfg.total_steps + 1):  # `step` = env steps taken, this one included
+                s.step = step
+                # 1. act (epsilon-greedy) and step the env
+                epsilon = epsilon_at(s.episodes if epsilon_counts == "episodes" else step - 1)
+                action = int(agent.act(obs[None], epsilon)[0])
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                episode_over = terminated or truncated
 
-            # 2. store; bootstrap only through `terminated` (a time limit is not a terminal state)
-            stored_reward, ends_bootstrap = replay_targets(float(reward), terminated, truncated, cfg)
-            replay.add(obs, action, stored_reward, next_obs, ends_bootstrap, truncated=truncated)
-            obs = next_obs
-            if episode_over:
-                if "episode" in info:  # a real game end (an Atari life loss ends only the training episode)
-                    episodes += 1
-                    recent_returns.append(float(info["episode"]["r"]))
-                obs, _ = env.reset()
+                # 2. store; bootstrap only through `terminated` (a time limit is not a terminal state)
+                stored_reward, ends_bootstrap = replay_targets(float(reward), terminated, truncated, cfg)
+                replay.add(obs, action, stored_reward, next_obs, ends_bootstrap, truncated=truncated)
+                obs = next_obs
+                if episode_over:
+                    if "episode" in info:  # a real game end (an Atari life loss ends only the training episode)
+                        s.episodes += 1
+                        s.recent_returns.append(float(info["episode"]["r"]))
+                    obs, _ = env.reset()
 
-            # 3. learn every train_freq env steps, once there is enough experience
-            if step >= cfg.learning_starts and step % cfg.train_freq == 0 and len(replay) >= cfg.batch_size:
-                metrics = agent.update(replay.sample_many(cfg.gradient_steps, cfg.batch_size))
+                # 3. learn every train_freq env steps, once there is enough experience
+                if step >= cfg.learning_starts and step % cfg.train_freq == 0 and len(replay) >= cfg.batch_size:
+                    s.metrics = agent.update(replay.sample_many(cfg.gradient_steps, cfg.batch_size))
 
-            # 4. hard target sync (Mnih et al. 2015)
-            if cfg.target_update_period and step % cfg.target_update_period == 0:
-                agent.sync_target()
+                # 4. hard target sync (Mnih et al. 2015)
+                if cfg.target_update_period and step % cfg.target_update_period == 0:
+                    agent.sync_target()
 
-            # 5. evaluate greedily on a separate env (its time is kept apart)
-            eval_row = None
-            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps:
+                # 5. evaluate greedily on a separate env (its time is kept apart)
+                eval_row = None
+                if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps:
+                    t0 = time.perf_counter()
+                    result = s.last_eval = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_epsilon, seed=cfg.seed + 20_000)
+                    s.last_eval_step = step
+                    s.eval_seconds += time.perf_counter() - t0
+                    train_seconds = time.perf_counter() - start - s.eval_seconds
+                    eval_row = {"env_step": step, "mean": result["mean"], "std": result["std"], "train_seconds": train_seconds}
+                    s.evaluations.append(eval_row)
+                    if s.solved_at is None and solve_return is not None and result["mean"] >= solve_return:
+                        s.solved_at = step
+
+                # 6. log
+                if (cfg.log_every and step % cfg.log_every == 0) or eval_row is not None:
+                    now = time.perf_counter()
+                    row = {
+                        "env_step": step, "episodes": s.episodes, "updates": agent.num_updates,
+                        "wall_time_s": now - start, "train_time_s": now - start - s.eval_seconds,
+                        "steps_per_s": (step - last_log_step) / max(now - last_log_time, 1e-9),
+                        "epsilon": epsilon,
+                        "train_return_mean": float(np.mean(s.recent_returns)) if s.recent_returns else None,
+                        "loss": s.metrics["loss"], "q_mean": s.metrics["q_mean"],
+                        "eval_return_mean": eval_row["mean"] if eval_row else None,
+                        "eval_return_std": eval_row["std"] if eval_row else None,
+                    }
+                    log.write(row)
+                    last_log_time, last_log_step = now, step
+                if bar is not None and step % 250 == 0:
+                    bar.update(step - bar.n)
+                    bar.set_postfix(ret=f"{np.mean(s.recent_returns):.1f}" if s.recent_returns else "-", eps=f"{epsilon:.3f}", loss=f"{s.metrics['loss']:.4f}", refresh=False)
+
+                # 7. checkpoint, and an evaluation video now and then
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    save_checkpoint()
+                if cfg.record_every and step % cfg.record_every == 0:
+                    record_video(agent, cfg, run_dir / "videos" / f"step-{step:09d}.mp4")
+
+                # 8. stop after a whole env step: Ctrl-C, SIGTERM, pause_at, or solved
+                if stop.signum is not None or step == pause_at:
+                    paused = True
+                    break
+                if cfg.stop_on_solve and s.solved_at is not None:
+                    break
+
+            # The state training ended in, saved before the final evaluation: a resume continues from here.
+            save_checkpoint()
+            if stop.signum is not None:
+                raise TrainingInterrupted(
+                    f"{stop.name} at env step {s.step:,}: checkpoint {store.last_name} saved in {run_dir}; "
+                    f"continue with: python train.py --resume {run_dir}", signum=stop.signum)
+            if paused:
+                env.close()
+                eval_env.close()
+                return TrainResult(run_dir, s.step, s.episodes, agent.num_updates, time.perf_counter() - start - s.eval_seconds,
+                                   s.eval_seconds, None, s.evaluations, s.solved_at, finished=False)
+
+            final = s.last_eval
+            if s.last_eval_step != s.step:
                 t0 = time.perf_counter()
-                result = last_eval = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_epsilon, seed=cfg.seed + 20_000)
-                last_eval_step = step
-                eval_seconds += time.perf_counter() - t0
-                train_seconds = time.perf_counter() - start - eval_seconds
-                eval_row = {"env_step": step, "mean": result["mean"], "std": result["std"], "train_seconds": train_seconds}
-                evaluations.append(eval_row)
-                if solved_at is None and solve_return is not None and result["mean"] >= solve_return:
-                    solved_at = step
-
-            # 6. log
-            if (cfg.log_every and step % cfg.log_every == 0) or eval_row is not None:
-                now = time.perf_counter()
-                row = {
-                    "env_step": step, "episodes": episodes, "updates": agent.num_updates,
-                    "wall_time_s": now - start, "train_time_s": now - start - eval_seconds,
-                    "steps_per_s": (step - last_log_step) / max(now - last_log_time, 1e-9),
-                    "epsilon": epsilon,
-                    "train_return_mean": float(np.mean(recent_returns)) if recent_returns else None,
-                    "loss": metrics["loss"], "q_mean": metrics["q_mean"],
-                    "eval_return_mean": eval_row["mean"] if eval_row else None,
-                    "eval_return_std": eval_row["std"] if eval_row else None,
-                }
-                log.write(row)
-                last_log_time, last_log_step = now, step
-            if bar is not None and step % 250 == 0:
-                bar.update(step - bar.n)
-                bar.set_postfix(ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-", eps=f"{epsilon:.3f}", loss=f"{metrics['loss']:.4f}", refresh=False)
-
-            # 7. checkpoint, and an evaluation video now and then
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                save_checkpoint(step)
-            if cfg.record_every and step % cfg.record_every == 0:
-                record_video(agent, cfg, run_dir / "videos" / f"step-{step:09d}.mp4")
-            if cfg.stop_on_solve and solved_at is not None:
-                break
-    except KeyboardInterrupt:
-        save_checkpoint(step)
-        raise TrainingInterrupted(f"interrupted at env step {step:,}; checkpoint and model saved in {run_dir}") from None
+                final = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_epsilon, seed=cfg.seed + 20_000)
+                s.eval_seconds += time.perf_counter() - t0
     except NonFiniteLossError as e:
-        last = manager.latest_checkpoint
-        kept = f"the last good checkpoint ({Path(last).name}) is kept in {run_dir}" if last else "no checkpoint had been saved yet"
-        raise TrainingStopped(f"training stopped at env step {step}: {e}; {kept}; try a lower learning_rate or max_grad_norm") from None
+        kept = f"the last good checkpoint ({store.last_name}) is kept in {run_dir}" if store.last_step is not None else "no checkpoint had been saved yet"
+        raise TrainingStopped(f"training stopped at env step {s.step}: {e}; {kept}; try a lower learning_rate or max_grad_norm") from None
     finally:
         if bar is not None:
             bar.close()
         log.close()
 
-    train_seconds = time.perf_counter() - start - eval_seconds
-    final = last_eval
-    if last_eval_step != step:
-        t0 = time.perf_counter()
-        final = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_epsilon, seed=cfg.seed + 20_000)
-        eval_seconds += time.perf_counter() - t0
-    save_checkpoint(step)
+    train_seconds = time.perf_counter() - start - s.eval_seconds
     run_files.atomic_write_json(run_dir / "eval.json", {
-        "env_id": cfg.env_id, "env_step": step, "episodes": cfg.eval_episodes, "epsilon": cfg.eval_epsilon,
+        "env_id": cfg.env_id, "env_step": s.step, "episodes": cfg.eval_episodes, "epsilon": cfg.eval_epsilon,
         "solve_return": solve_return, "solved": solve_return is not None and final["mean"] >= solve_return, **final,
     })
     env.close()
     eval_env.close()
-    return TrainResult(run_dir, step, episodes, agent.num_updates, train_seconds, eval_seconds, final, evaluations, solved_at)
+    return TrainResult(run_dir, s.step, s.episodes, agent.num_updates, train_seconds, s.eval_seconds, final, s.evaluations, s.solved_at)
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool, initial: int = 0):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=0.5, smoothing=0.1)
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=0.5, smoothing=0.1)

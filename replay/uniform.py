@@ -162,3 +162,46 @@ class ReplayBuffer:
             next_obs=self.next_obs[idx],
             terminated=self.terminated[idx],
         )
+
+    # ------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, np.ndarray | int | str]:
+        """Everything needed to resume, as numpy arrays, ints and strings (saved without pickle)."""
+        from replay.frames import _rng_to_words  # lazy: replay.frames imports this module
+
+        return {
+            "capacity": self.capacity,
+            "obs_shape": np.asarray(self.obs_shape, dtype=np.int64),
+            "obs_dtype": self.obs_dtype.str,
+            "obs": self.obs,
+            "next_obs": self.next_obs,
+            "actions": self.actions,
+            "rewards": self.rewards,
+            "terminated": self.terminated,
+            "pos": self.pos,
+            "size": self.size,
+            "rng": _rng_to_words(self.rng),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from `state_dict()` (or the arrays `np.load` gives back for it).
+
+        Raises:
+            ReplayMemoryError: when the state was made for another capacity,
+                observation shape or dtype, or its counters are out of range.
+        """
+        from replay.frames import _rng_from_words
+
+        layout = (int(state["capacity"]), tuple(int(d) for d in np.asarray(state["obs_shape"])), np.dtype(str(state["obs_dtype"])))
+        if layout != (self.capacity, self.obs_shape, self.obs_dtype):
+            raise ReplayMemoryError(
+                f"replay state is for capacity/obs_shape/obs_dtype {layout}, this buffer is "
+                f"{(self.capacity, self.obs_shape, self.obs_dtype)}"
+            )
+        pos, size = int(state["pos"]), int(state["size"])
+        if not (0 <= pos < self.capacity and 0 <= size <= self.capacity):
+            raise ReplayMemoryError(f"replay state has pos={pos}, size={size} for capacity {self.capacity}")
+        for name in ("obs", "next_obs", "actions", "rewards", "terminated"):
+            getattr(self, name)[...] = state[name]
+        self.pos, self.size = pos, size
+        self.rng = _rng_from_words(np.asarray(state["rng"]))

@@ -55,16 +55,19 @@ def test_saved_model_gives_identical_actions(tiny_run):
 def test_checkpoint_restores_the_networks(tiny_run):
     import tensorflow as tf
 
+    from agent.checkpoints import latest_checkpoint, list_checkpoints
+
     cfg, path, _ = tiny_run
     env = make_env(cfg.env_id, seed=0)
     fresh = build_agent(cfg.replace(seed=99), env)
-    ckpt = tf.train.Checkpoint(online=fresh.online, target=fresh.target, optimizer=fresh.optimizer,
-                               env_step=tf.Variable(0, dtype=tf.int64))
-    ckpt.restore(tf.train.latest_checkpoint(str(path / "checkpoints"))).assert_existing_objects_matched()
+    ckpt = tf.train.Checkpoint(online=fresh.online, target=fresh.target, optimizer=fresh.optimizer)
+    latest = latest_checkpoint(path / "checkpoints")
+    ckpt.read(str(latest / "networks")).assert_existing_objects_matched()
     saved = run_files.load_model(path)
     for a, b in zip(fresh.online.get_weights(), saved.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert int(ckpt.env_step.numpy()) == 1_500
+    assert latest.name == "step-000001500" and json.loads((latest / "state.json").read_text())["step"] == 1_500
+    assert [step for step, _ in list_checkpoints(path / "checkpoints")] == [500, 1_000, 1_500]  # keep=3
 
 
 def test_same_seed_same_returns(tmp_path):
@@ -131,7 +134,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     assert code == 1
     line = out.strip().splitlines()[-1]
     assert line.startswith("error: training stopped at env step 300: loss became inf")
-    assert "ckpt-200" in line and str(run) in line  # the update at step 300 failed; step 200 was the last save
+    assert "step-000000200" in line and str(run) in line  # the update at step 300 failed; step 200 was the last save
     model = run_files.load_model(run)
     assert all(np.isfinite(w).all() for w in model.get_weights())
     assert json.loads((run / "meta.json").read_text())["env_step"] == 200
