@@ -110,6 +110,20 @@ def train_linear(kind: str = "dense", steps: int = 100, learning_rate: float = 0
 # --- image classifiers ---------------------------------------------------------------------------------
 
 
+def classifier_step(model: keras.Model, optimizer: keras.optimizers.Optimizer):
+    """One step of the chapter's recipe: sparse categorical cross-entropy on softmax outputs, gradients, Adam."""
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y_true=y, y_pred=y_pred))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return step
+
+
 def train_classifier(
     model: keras.Model,
     data: ImageClassData,
@@ -126,14 +140,7 @@ def train_classifier(
     model(data.train_data[:1])  # create the variables outside the traced step
     optimizer.build(model.trainable_variables)
 
-    @tf.function(reduce_retracing=True)
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            y_pred = model(x, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y_true=y, y_pred=y_pred))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+    step = tf.function(classifier_step(model, optimizer), reduce_retracing=True)
 
     losses = []
     for batch_index in range(num_batches):
@@ -246,14 +253,7 @@ def train_image_model(
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     optimizer.build(model.trainable_variables)
 
-    def step(images, labels):
-        with tf.GradientTape() as tape:
-            labels_pred = model(images, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y_true=labels, y_pred=labels_pred))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
+    step = classifier_step(model, optimizer)
     if not eager:
         step = tf.function(step, reduce_retracing=True)
     losses = []
