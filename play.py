@@ -31,6 +31,7 @@ from agent.errors import UserError  # noqa: E402
 @click.argument("run_dir", required=False, type=click.Path())
 @click.option("--env", "env_id", default=None, help="Env id (or alias such as Breakout) to play without a run directory.")
 @click.option("--agent", type=click.Choice(["dqn", "random"]), default=None, help="Who plays: the run's network (dqn) or random actions.  [default: dqn with RUN_DIR]")
+@click.option("--best", is_flag=True, help="Play the run's best evaluated network (best_model.keras) instead of its final one.")
 @click.option("--human", is_flag=True, help="Play yourself with the keyboard (arrows; space fires on Atari).")
 @click.option("--episodes", type=click.IntRange(min=1), default=3, show_default=True, help="Episodes to play.")
 @click.option("--fps", type=click.FloatRange(min=0.1), default=None, help="Frames (env steps) per second.  [default: 50 CartPole, 30 Atari; 20/15 when playing yourself]")
@@ -109,7 +110,7 @@ def check_display(headless: bool) -> None:
         raise UserError("no display available (DISPLAY and WAYLAND_DISPLAY are unset); pass --headless with --record or --record-dir, or run under xvfb-run")
 
 
-def load_agent(run_dir: str, env):
+def load_agent(run_dir: str, env, which: str = "final"):
     """The run's network as a `q_fn`, checked against the env it will play.
 
     Raises:
@@ -119,7 +120,7 @@ def load_agent(run_dir: str, env):
     from agent import run_dir as run_files
     from agent.recording import keras_q_fn
 
-    model = run_files.load_model(run_dir)
+    model = run_files.load_model(run_dir, which)
     obs_shape, n = tuple(env.observation_space.shape), int(env.action_space.n)
     if tuple(model.input_shape[1:]) != obs_shape or model.output_shape[-1] != n:
         raise UserError(
@@ -264,6 +265,7 @@ def play(
     run_dir: str | None = None,
     env_id: str | None = None,
     agent: str | None = None,
+    best: bool = False,
     human: bool = False,
     episodes: int = 3,
     fps: float | None = None,
@@ -338,7 +340,7 @@ def play(
             policy = rec.RandomPolicy(num_actions, seed)
         else:
             eps = rec.default_epsilon(env_id) if epsilon is None else epsilon
-            policy = rec.QPolicy(load_agent(run_dir, env), num_actions, eps, seed)
+            policy = rec.QPolicy(load_agent(run_dir, env, "best" if best else "final"), num_actions, eps, seed)
         demos = rec.DemoRecorder(env_id) if save_demos is not None else None
         runner = rec.EpisodeRunner(env, policy, episodes=episodes, seed=seed, max_steps=max_steps, demos=demos)
         title = f"{env_id} - {agent}"

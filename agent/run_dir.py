@@ -3,6 +3,7 @@
     config.toml      the resolved configuration
     meta.json        format version, env id, observation/action signature, counters
     model.keras      the online Q-network (Keras format, loadable in safe mode)
+    best_model.keras the online Q-network at its best evaluation so far
     checkpoints/     step-NNNNNNNNN/ directories: networks and optimizer (tf.train.Checkpoint),
                      counters, RNG states, the live env, the replay memory, and a manifest
                      written last (see agent/checkpoints.py); `train.py --resume` continues from
@@ -102,16 +103,22 @@ def load_config(run_dir: str | Path) -> DQNConfig:
     return config_lib.from_dict(config_lib.load_toml(path), source=str(path))
 
 
-def save_model(run_dir: Path, model) -> None:
-    """Save the Keras model atomically (Keras wants a `.keras` suffix, so the temp name keeps it)."""
-    final = run_dir / "model.keras"
-    tmp = run_dir / ".model.tmp.keras"
+MODEL_FILES = {"final": "model.keras", "best": "best_model.keras"}
+
+
+def save_model(run_dir: Path, model, which: str = "final") -> None:
+    """Save the Keras model atomically (Keras wants a `.keras` suffix, so the temp name keeps it).
+
+    `which="best"` writes `best_model.keras`, the network of the best evaluation so far.
+    """
+    final = run_dir / MODEL_FILES[which]
+    tmp = run_dir / f".{final.stem}.tmp.keras"
     model.save(tmp)
     os.replace(tmp, final)
 
 
-def load_model(run_dir: str | Path):
-    """Load `model.keras` in Keras safe mode (no arbitrary code).
+def load_model(run_dir: str | Path, which: str = "final"):
+    """Load `model.keras` (or `best_model.keras` with `which="best"`) in Keras safe mode (no arbitrary code).
 
     Raises:
         UserError: if the model is missing or cannot be read.
@@ -120,9 +127,10 @@ def load_model(run_dir: str | Path):
 
     import agent.networks  # noqa: F401  (registers DuelingHead)
 
-    path = Path(run_dir) / "model.keras"
+    name = MODEL_FILES[which]
+    path = Path(run_dir) / name
     if not path.is_file():
-        raise UserError(f"{str(run_dir)!r} holds no model (model.keras is missing); was training interrupted before the first save?")
+        raise UserError(f"{str(run_dir)!r} holds no model ({name} is missing); was training interrupted before the first save?")
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as e:  # Keras raises many types for a damaged zip/h5

@@ -269,6 +269,8 @@ def train(
                     s.eval_seconds += time.perf_counter() - t0
                     train_seconds = time.perf_counter() - start - s.eval_seconds
                     eval_row = {"env_step": step, "mean": result["mean"], "std": result["std"], "train_seconds": train_seconds}
+                    if result["mean"] > max((e["mean"] for e in s.evaluations), default=-np.inf):
+                        run_files.save_model(run_dir, agent.online, which="best")  # DQN oscillates: keep its best
                     s.evaluations.append(eval_row)
                     if s.solved_at is None and solve_return is not None and result["mean"] >= solve_return:
                         s.solved_at = step
@@ -334,6 +336,7 @@ def train(
     run_files.atomic_write_json(run_dir / "eval.json", {
         "env_id": cfg.env_id, "env_step": s.step, "episodes": cfg.eval_episodes, "epsilon": cfg.eval_epsilon,
         "solve_return": solve_return, "solved": solve_return is not None and final["mean"] >= solve_return, **final,
+        "best": max(s.evaluations, key=lambda e: e["mean"]) if s.evaluations else None,  # best_model.keras
     })
     env.close()
     eval_env.close()

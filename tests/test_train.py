@@ -138,3 +138,18 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     model = run_files.load_model(run)
     assert all(np.isfinite(w).all() for w in model.get_weights())
     assert json.loads((run / "meta.json").read_text())["env_step"] == 200
+
+
+def test_best_model_is_the_best_evaluation(tmp_path):
+    cfg = resolve_config(env_id="CartPole-v1").replace(**{**TINY, "total_steps": 3_000, "eval_every": 500, "checkpoint_every": 0})
+    result = train(cfg, tmp_path, progress=False)
+    best = max(result.evaluations, key=lambda e: e["mean"])
+    assert json.loads((tmp_path / "eval.json").read_text())["best"] == best
+    model = run_files.load_model(tmp_path, "best")
+    env = make_env(cfg.env_id, seed=0)
+    agent = build_agent(cfg, env)
+    agent.set_online_weights(model.get_weights())
+    from agent.evaluation import evaluate
+
+    eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval")
+    assert evaluate(agent, eval_env, cfg.eval_episodes, seed=cfg.seed + 20_000)["mean"] == best["mean"]
