@@ -9,6 +9,7 @@ length when an episode ends. No TensorFlow is imported here.
 from __future__ import annotations
 
 import difflib
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -62,6 +63,10 @@ def make_env(
         close = difflib.get_close_matches(env_id, _known_ids(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `python -c \"import gymnasium; gymnasium.pprint_registry()\"` lists them"
         raise EnvError(f"unknown env id {env_id!r}{hint}")
+    if (pixels or render_mode == "rgb_array") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        # Classic-control envs render with pygame, whose video init on a machine with no
+        # display prints "error: XDG_RUNTIME_DIR is invalid"; off-screen drawing needs no driver.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         env = gym.make(env_id, render_mode="rgb_array" if pixels else render_mode)
     except gym.error.DependencyNotInstalled as e:
