@@ -266,11 +266,11 @@ def train(
                     t0 = time.perf_counter()
                     result = s.last_eval = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_epsilon, seed=cfg.seed + 20_000)
                     s.last_eval_step = step
-                    s.eval_seconds += time.perf_counter() - t0
-                    train_seconds = time.perf_counter() - start - s.eval_seconds
-                    eval_row = {"env_step": step, "mean": result["mean"], "std": result["std"], "train_seconds": train_seconds}
                     if result["mean"] > max((e["mean"] for e in s.evaluations), default=-np.inf):
                         run_files.save_model(run_dir, agent.online, which="best")  # DQN oscillates: keep its best
+                    s.eval_seconds += time.perf_counter() - t0  # evaluation and its bookkeeping, kept out of training time
+                    train_seconds = time.perf_counter() - start - s.eval_seconds
+                    eval_row = {"env_step": step, "mean": result["mean"], "std": result["std"], "train_seconds": train_seconds}
                     s.evaluations.append(eval_row)
                     if s.solved_at is None and solve_return is not None and result["mean"] >= solve_return:
                         s.solved_at = step
