@@ -74,7 +74,7 @@ def resolve_env_id(env_id: str) -> str:
     """Aliases such as "Breakout" become the full ALE id, so titles and defaults see the real id."""
     import envs
 
-    if getattr(envs, "is_atari", None) and envs.is_atari(env_id):
+    if envs.is_atari(env_id):
         from envs.atari import resolve_atari_id
 
         try:
@@ -84,12 +84,10 @@ def resolve_env_id(env_id: str) -> str:
     return env_id
 
 
-def is_atari(env_id: str) -> bool:
-    return env_id.startswith("ALE/") or "NoFrameskip" in env_id
-
-
 def default_fps(env_id: str, human: bool) -> float:
     """CartPole's physics runs at 50 Hz; Atari steps are 4 emulator frames, so 15/s is real time."""
+    from envs import is_atari
+
     if is_atari(env_id):
         return 15.0 if human else 30.0
     return 20.0 if human else 50.0

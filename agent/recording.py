@@ -39,12 +39,10 @@ BAR = (90, 110, 150)
 CHOSEN = (255, 170, 40)
 
 
-def is_atari(env_id: str) -> bool:
-    return env_id.startswith("ALE/")
-
-
 def default_epsilon(env_id: str) -> float:
     """0 for classic control; 0.05 on Atari, where a greedy agent can stall forever (Mnih et al. 2015)."""
+    from envs import is_atari
+
     return 0.05 if is_atari(env_id) else 0.0
 
 

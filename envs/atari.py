@@ -70,13 +70,6 @@ def atari_aliases() -> dict[str, str]:
     return {k[len("ALE/") : -len("-v5")]: k for k in _ale_ids() if k.startswith("ALE/") and k.endswith("-v5")}
 
 
-def is_atari(env_id: str) -> bool:
-    """True for ALE ids ("ALE/...", "...NoFrameskip-v4") and the short aliases ("Breakout")."""
-    if env_id.startswith("ALE/") or "NoFrameskip" in env_id:
-        return True
-    return env_id.lower() in {name.lower() for name in atari_aliases()}
-
-
 def resolve_atari_id(name: str) -> str:
     """Map "Breakout" (or "breakout") to "ALE/Breakout-v5"; pass full ALE ids through.
 
