@@ -33,25 +33,26 @@ from agent.errors import UserError  # noqa: E402
 @click.option("--eval-episodes", type=int, default=None, help="Episodes per evaluation.")
 @click.option("--record-every", type=int, default=None, help="Env steps between evaluation videos.")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None, help="Start the Q-network's torso from a pretrained .keras file (python -m classic pretrain).")
+@click.option("--demos", type=click.Path(dir_okay=False), default=None, help="Put recorded play (play.py --save-demos) into the replay before learning (DQfD-style).")
 @click.option("--pixels", is_flag=True, help="Learn from rendered frames (CartPole-v1 -> the cartpole-pixels preset).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue the run in this directory from its last complete checkpoint (only --steps and --checkpoint-every may change).")
 @click.option("--checkpoint-every", type=int, default=None, help="Env steps between checkpoints (checkpoint_every).")
 @click.option("--keep", type=int, default=3, show_default=True, help="Complete checkpoints kept on disk (the newest is never deleted).")
 @click.option("--no-save-replay", is_flag=True, help="Leave the replay memory out of checkpoints (a resume then learns from an empty buffer).")
-def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
+def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, demos, pixels, no_progress,
          resume_dir, checkpoint_every, keep, no_save_replay):
     """Train a Deep Q-Network and save the run directory."""
     try:
         if resume_dir is not None:
             given = {"--env": env_id, "--preset": preset, "--config": config_file, "--set": overrides, "--seed": seed, "--run-dir": run_dir,
                      "--force": force, "--eval-every": eval_every, "--eval-episodes": eval_episodes, "--record-every": record_every,
-                     "--init-from": init_from, "--pixels": pixels}
+                     "--init-from": init_from, "--demos": demos, "--pixels": pixels}
             clash = [name for name, value in given.items() if value is not None and value is not False and value != ()]
             if clash:
                 raise UserError(f"--resume continues the saved config; {', '.join(clash)} cannot be combined with it (only --steps and --checkpoint-every can change)")
         result = run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
-                     resume_dir=resume_dir, checkpoint_every=checkpoint_every, keep=keep, save_replay=not no_save_replay)
+                     resume_dir=resume_dir, checkpoint_every=checkpoint_every, keep=keep, save_replay=not no_save_replay, demos=demos)
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -64,7 +65,7 @@ def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, ev
 
 
 def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
-        *, resume_dir=None, checkpoint_every=None, keep=3, save_replay=True):
+        *, resume_dir=None, checkpoint_every=None, keep=3, save_replay=True, demos=None):
     import time
     from pathlib import Path
 
@@ -84,7 +85,7 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     else:
         values = config_lib.parse_overrides(overrides)
         for key, value in (("seed", seed), ("total_steps", steps), ("eval_every", eval_every), ("eval_episodes", eval_episodes), ("record_every", record_every),
-                           ("init_from", init_from), ("checkpoint_every", checkpoint_every)):
+                           ("init_from", init_from), ("demos", demos), ("checkpoint_every", checkpoint_every)):
             if value is not None:
                 values[key] = value
         if env_id is None and preset is None and config_file is None:
@@ -95,9 +96,16 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
                 preset = "cartpole-pixels"
         cfg = resolve_config(env_id=env_id, preset=preset, config_file=config_file, overrides=values)
     try:  # fail on a bad env before creating anything on disk
-        make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels).close()
+        probe = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels)
     except EnvError as e:
         raise UserError(str(e)) from None
+    if cfg.demos and not resuming:  # and on a demos file that does not fit this env
+        from agent.training import load_checked_demos
+        from envs import obs_signature
+
+        obs_shape, obs_dtype, _ = obs_signature(probe)
+        load_checked_demos(cfg, obs_shape, obs_dtype)
+    probe.close()
 
     if cfg.init_from and not resuming and not Path(cfg.init_from).is_file():
         raise UserError(f"--init-from {cfg.init_from!r}: no such file; make one with `python -m classic pretrain DEMOS.npz --out torso.keras`")

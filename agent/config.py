@@ -35,6 +35,7 @@ class DQNConfig:
     hidden_sizes: tuple[int, ...] = (64, 64)  # MLP torso widths (units)
     dueling: bool = False  # dueling value/advantage head (Wang et al. 2016)
     init_from: str | None = None  # a torso pretrained by `python -m classic pretrain` (.keras) to start from
+    demos: str | None = None  # a `play.py --save-demos` file put into the replay before the first env step
 
     # --- learning ---
     optimizer: str = "adam"  # "adam" or "rmsprop"
@@ -42,6 +43,7 @@ class DQNConfig:
     adam_epsilon: float = 1e-7  # Adam's epsilon (Keras default; Dopamine uses 1.5e-4 on Atari)
     batch_size: int = 64  # transitions per update
     gamma: float = 0.99  # discount per env step
+    n_steps: int = 1  # env steps summed into each target before bootstrapping (Sutton 1988; Rainbow uses 3)
     loss: str = "huber"  # "huber" (Mnih et al. 2015) or "mse" (the chapter)
     max_grad_norm: float = 10.0  # global-norm gradient clipping; 0 disables it
     double_dqn: bool = True  # Double DQN targets (van Hasselt et al. 2016)
@@ -221,6 +223,7 @@ def validate(cfg: DQNConfig) -> DQNConfig:
     need(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")
     need(cfg.adam_epsilon > 0, f"adam_epsilon must be > 0, got {cfg.adam_epsilon}")
     need(0.0 <= cfg.gamma <= 1.0, f"gamma must be in [0, 1], got {cfg.gamma}")
+    need(1 <= cfg.n_steps <= 100, f"n_steps must be in 1..100 env steps, got {cfg.n_steps}")
     need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
     need(cfg.replay_capacity >= 1, f"replay_capacity must be >= 1, got {cfg.replay_capacity}")
     need(

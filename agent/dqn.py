@@ -114,6 +114,8 @@ class DQNAgent:
         Raises:
             NonFiniteLossError: if the loss is NaN or infinite.
         """
+        if batch.discounts is None:  # a one-step batch made by hand
+            batch = batch._replace(discounts=(self.cfg.gamma * (1.0 - np.asarray(batch.terminated, np.float32))).astype(np.float32))
         if np.ndim(batch.actions) == 1:
             batch = Batch(*(np.expand_dims(x, 0) for x in batch))
         loss, q_mean, grad_norm = self._update_fn(
@@ -121,7 +123,7 @@ class DQNAgent:
             tf.convert_to_tensor(batch.actions, dtype=tf.int32),
             tf.convert_to_tensor(batch.rewards, dtype=tf.float32),
             tf.convert_to_tensor(batch.next_obs),
-            tf.convert_to_tensor(batch.terminated, dtype=tf.float32),
+            tf.convert_to_tensor(batch.discounts, dtype=tf.float32),
         )
         self.num_updates += int(batch.actions.shape[0])
         loss = float(loss)
@@ -130,8 +132,12 @@ class DQNAgent:
         self.refresh_acting_copy()
         return {"loss": loss, "q_mean": float(q_mean), "grad_norm": float(grad_norm)}
 
-    def td_targets(self, rewards, next_obs, terminated):
-        """y = r + gamma * (1 - terminated) * Q_target(s', a'), a' by the online net if Double DQN."""
+    def td_targets(self, rewards, next_obs, discounts):
+        """y = r + discount * Q_target(s', a'), a' by the online net if Double DQN.
+
+        `discounts` is `gamma^m` for an m-step return and 0 after a terminal
+        step (`Batch.discounts`); one-step: `gamma * (1 - terminated)`.
+        """
         target_net = self.target if self.target is not None else self.online
         next_q_target = tf.cast(target_net(next_obs, training=False), tf.float32)  # float32 even under mixed precision
         if self.cfg.double_dqn:
@@ -139,10 +145,10 @@ class DQNAgent:
         else:
             next_actions = tf.argmax(next_q_target, axis=1, output_type=tf.int32)
         next_q = tf.gather(next_q_target, next_actions, axis=1, batch_dims=1)
-        return tf.stop_gradient(rewards + self.cfg.gamma * (1.0 - terminated) * next_q)
+        return tf.stop_gradient(rewards + discounts * next_q)
 
-    def _train_step(self, obs, actions, rewards, next_obs, terminated):
-        targets = self.td_targets(rewards, next_obs, terminated)
+    def _train_step(self, obs, actions, rewards, next_obs, discounts):
+        targets = self.td_targets(rewards, next_obs, discounts)
         variables = self.online.trainable_variables
         with tf.GradientTape() as tape:
             q = tf.cast(self.online(obs, training=True), tf.float32)
@@ -161,11 +167,11 @@ class DQNAgent:
         self.optimizer.apply(grads, variables)
         return loss, tf.reduce_mean(q_taken), grad_norm
 
-    def _update_many(self, obs, actions, rewards, next_obs, terminated):
+    def _update_many(self, obs, actions, rewards, next_obs, discounts):
         steps = tf.shape(actions)[0]
         totals = (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0))
         for i in tf.range(steps):
-            out = self._train_step(obs[i], actions[i], rewards[i], next_obs[i], terminated[i])
+            out = self._train_step(obs[i], actions[i], rewards[i], next_obs[i], discounts[i])
             totals = tuple(t + o for t, o in zip(totals, out))
         n = tf.cast(steps, tf.float32)
         return tuple(t / n for t in totals)

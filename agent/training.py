@@ -131,8 +131,61 @@ def replay_targets(reward: float, terminated: bool, truncated: bool, cfg: DQNCon
 def make_replay(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> ReplayBuffer | FrameReplayBuffer:
     """Stacked uint8 frames go to the frame memory (each frame stored once); vectors to the plain ring."""
     if len(obs_shape) == 3 and np.dtype(obs_dtype) == np.uint8:
-        return FrameReplayBuffer(cfg.replay_capacity, frame_shape=obs_shape[:2], stack=obs_shape[2], seed=cfg.seed)
-    return ReplayBuffer(cfg.replay_capacity, obs_shape, obs_dtype, seed=cfg.seed)
+        return FrameReplayBuffer(
+            cfg.replay_capacity, frame_shape=obs_shape[:2], stack=obs_shape[2], seed=cfg.seed, n_steps=cfg.n_steps, gamma=cfg.gamma
+        )
+    return ReplayBuffer(cfg.replay_capacity, obs_shape, obs_dtype, seed=cfg.seed, n_steps=cfg.n_steps, gamma=cfg.gamma)
+
+
+def load_checked_demos(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype):
+    """The run's `demos` file, checked against its env (same id, observation shape and dtype).
+
+    Raises:
+        UserError: an unreadable file, another env, or observations of another shape.
+    """
+    from classic.errors import ClassicError
+    from classic.pretrain import load_demos
+
+    try:
+        demos = load_demos(cfg.demos)  # checked against the env it was recorded on
+    except ClassicError as e:
+        raise UserError(f"--demos: {e}") from None
+    if demos.env_id != cfg.env_id:
+        raise UserError(f"--demos: {cfg.demos} was recorded on {demos.env_id}, this run is {cfg.env_id}")
+    if demos.obs.shape[1:] != tuple(obs_shape):
+        raise UserError(f"--demos: {cfg.demos} holds observations of shape {demos.obs.shape[1:]}, this run's are {tuple(obs_shape)}")
+    if demos.obs.dtype != np.dtype(obs_dtype):
+        raise UserError(f"--demos: {cfg.demos} holds {demos.obs.dtype} observations, this run's are {np.dtype(obs_dtype)}")
+    return demos
+
+
+def seed_replay_with_demos(replay, cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> int:
+    """Store recorded play (`play.py --save-demos`) in the replay before learning starts.
+
+    Demonstrations in the replay are DQfD's second ingredient (Hester et al.
+    2018): from the first update on, the learner sees where good play leads,
+    which epsilon-greedy play finds only late. Rewards and episode ends go
+    through the same rules as the agent's own steps. The last step of a cut
+    (truncated) episode is skipped: the demos file does not keep the
+    observation after it, which its target would bootstrap from.
+
+    Returns:
+        The number of transitions stored.
+    """
+    demos = load_checked_demos(cfg, obs_shape, obs_dtype)
+    obs, actions, rewards, terminated, truncated = demos.obs, demos.actions, demos.rewards, demos.terminated, demos.truncated
+    stored = 0
+    for t in range(len(actions)):
+        if terminated[t]:
+            next_obs = obs[t]  # never bootstrapped from; only its shape matters
+        elif truncated[t] or t + 1 == len(actions):
+            continue  # the observation after a cut is not in the file
+        else:
+            next_obs = obs[t + 1]
+        reward, ends = replay_targets(float(rewards[t]), bool(terminated[t]), False, cfg)
+        replay.add(obs[t], int(actions[t]), reward, next_obs, ends, truncated=False)
+        stored += 1
+    return stored
 
 
 def build_agent(cfg: DQNConfig, env) -> DQNAgent:
@@ -206,6 +259,8 @@ def train(
         trim_tensorboard(run_dir / "tb", s.step)
     else:
         s = LoopState()
+        if cfg.demos:
+            seed_replay_with_demos(replay, cfg, obs_shape, obs_dtype)
         obs, _ = env.reset(seed=cfg.seed)
     run_files.save_config(run_dir, cfg)
     log = ProgressLog(run_dir)

@@ -30,12 +30,15 @@ TORSO_PREFIX = "torso_"
 
 @dataclass(frozen=True)
 class Demos:
-    """Checked demonstrations: observations and the action taken in each."""
+    """Checked demonstrations: observations, the action taken in each, and what followed."""
 
     env_id: str
     obs: np.ndarray  # [N, *obs_shape], float32 (vectors) or uint8 (frames)
     actions: np.ndarray  # [N] int64 in [0, num_actions)
     num_actions: int
+    rewards: np.ndarray  # [N] float32, the env's reward for each step
+    terminated: np.ndarray  # [N] bool, the episode truly ended after this step
+    truncated: np.ndarray  # [N] bool, the episode was cut after this step (time limit, quit)
 
 
 def env_spaces(env_id: str) -> tuple[tuple[int, ...], int]:
@@ -104,7 +107,13 @@ def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) 
         )
     if obs.dtype != np.uint8:
         obs = obs.astype(np.float32)
-    return Demos(env_id=env_id, obs=obs, actions=actions.astype(np.int64), num_actions=num_actions)
+    if not np.all(np.isfinite(arrays["rewards"])):
+        raise ClassicError(f"{path}: rewards must be finite numbers")
+    return Demos(
+        env_id=env_id, obs=obs, actions=actions.astype(np.int64), num_actions=num_actions,
+        rewards=arrays["rewards"].astype(np.float32), terminated=arrays["terminated"].astype(bool),
+        truncated=arrays["truncated"].astype(bool),
+    )
 
 
 def build_policy_network(obs_shape: Sequence[int], obs_dtype, num_actions: int, hidden_sizes: Sequence[int] = (64, 64)) -> keras.Model:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from replay.nstep import n_step_returns
 from replay.uniform import Batch, ReplayMemoryError, check_fits_in_memory
 
 _RNG_WORDS = 6  # PCG64 state as uint64 words: state hi/lo, inc hi/lo, has_uint32, uinteger
@@ -41,13 +42,28 @@ class FrameReplayBuffer:
         frame_shape: shape of one frame.
         stack: frames per observation (the last axis of `obs`).
         seed: seed of the sampling RNG.
+        n_steps: steps summed into each sampled return (1 = one-step Q-learning).
+        gamma: discount per env step used for the sums and `Batch.discounts`.
 
     Raises:
         ReplayMemoryError: for a capacity below `stack + 1` or one whose
             arrays would not fit in the free memory.
     """
 
-    def __init__(self, capacity: int, frame_shape: tuple[int, int] = (84, 84), stack: int = 4, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        frame_shape: tuple[int, int] = (84, 84),
+        stack: int = 4,
+        seed: int | None = None,
+        *,
+        n_steps: int = 1,
+        gamma: float = 0.99,
+    ) -> None:
+        if n_steps < 1:
+            raise ReplayMemoryError(f"n_steps must be >= 1, got {n_steps}")
+        self.n_steps = int(n_steps)
+        self.gamma = float(gamma)
         if not 1 <= stack <= 255:
             raise ReplayMemoryError(f"stack must be in 1..255, got {stack}")
         if capacity < stack + 1:
@@ -217,17 +233,27 @@ class FrameReplayBuffer:
         return self._gather(self.sample_indices(num_batches * batch_size).reshape(num_batches, batch_size))
 
     def _gather(self, idx: np.ndarray) -> Batch:
-        # The next stack is the stack shifted by one plus slot idx + 1 (the padding shifts
-        # with it), so stack + 1 planes give both.
         flat = idx.reshape(-1)
-        slots = np.concatenate([self._stack_indices(flat), ((flat + 1) % self.capacity)[:, None]], axis=1)
-        planes = [self.frames[slots[:, k]] for k in range(self.stack + 1)]
+        returns, discounts, ended, last = n_step_returns(
+            flat, self.n_steps, self.gamma, self.rewards, self.terminated,
+            lambda s: self.has_next[(s + 1) % self.capacity], self.capacity,
+        )
+        if self.n_steps == 1:
+            # The next stack is the stack shifted by one plus slot idx + 1 (the padding shifts
+            # with it), so stack + 1 planes give both.
+            slots = np.concatenate([self._stack_indices(flat), ((flat + 1) % self.capacity)[:, None]], axis=1)
+            planes = [self.frames[slots[:, k]] for k in range(self.stack + 1)]
+            obs, next_obs = self._channels_last(planes[:-1], idx.shape), self._channels_last(planes[1:], idx.shape)
+        else:
+            obs, next_obs = self._stacks(flat), self._stacks((last + 1) % self.capacity)
+            obs, next_obs = obs.reshape(*idx.shape, *obs.shape[1:]), next_obs.reshape(*idx.shape, *next_obs.shape[1:])
         return Batch(
-            obs=self._channels_last(planes[:-1], idx.shape),
+            obs=obs,
             actions=self.actions[idx],
-            rewards=self.rewards[idx],
-            next_obs=self._channels_last(planes[1:], idx.shape),
-            terminated=self.terminated[idx].astype(np.float32),
+            rewards=returns.reshape(idx.shape),
+            next_obs=next_obs,
+            terminated=ended.reshape(idx.shape),
+            discounts=discounts.reshape(idx.shape),
         )
 
     def _stacks(self, idx: np.ndarray) -> np.ndarray:

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from replay.nstep import n_step_returns
+
 
 class ReplayMemoryError(ValueError):
     """The requested replay memory cannot be built (bad size, no memory)."""
@@ -28,6 +30,12 @@ class Batch(NamedTuple):
         next_obs: observations after the action, like `obs`.
         terminated: float32 `(B,)`, 1.0 where the episode truly ended, so the
             target does not bootstrap. A truncated (time-limit) step is 0.0.
+        discounts: float32 `(B,)`, the factor of the bootstrap value:
+            `gamma^m` for an m-step return, 0.0 after a terminal step. None
+            (a hand-made batch) means one-step: `gamma * (1 - terminated)`.
+
+    With `n_steps > 1`, `rewards` are the discounted n-step sums, `next_obs`
+    is the state n steps on, and `terminated` says the episode ended within them.
     """
 
     obs: np.ndarray
@@ -35,6 +43,7 @@ class Batch(NamedTuple):
     rewards: np.ndarray
     next_obs: np.ndarray
     terminated: np.ndarray
+    discounts: np.ndarray | None = None
 
 
 def available_memory_bytes() -> int | None:
@@ -71,6 +80,8 @@ class ReplayBuffer:
         obs_shape: shape of one observation.
         obs_dtype: dtype observations are stored (and sampled) in.
         seed: seed of the sampling RNG.
+        n_steps: steps summed into each sampled return (1 = one-step Q-learning).
+        gamma: discount per env step used for the sums and `Batch.discounts`.
     """
 
     def __init__(
@@ -79,9 +90,16 @@ class ReplayBuffer:
         obs_shape: tuple[int, ...],
         obs_dtype: np.dtype | type = np.float32,
         seed: int | None = None,
+        *,
+        n_steps: int = 1,
+        gamma: float = 0.99,
     ) -> None:
         if capacity < 1:
             raise ReplayMemoryError(f"replay capacity must be >= 1, got {capacity}")
+        if n_steps < 1:
+            raise ReplayMemoryError(f"n_steps must be >= 1, got {n_steps}")
+        self.n_steps = int(n_steps)
+        self.gamma = float(gamma)
         self.capacity = int(capacity)
         self.obs_shape = tuple(obs_shape)
         self.obs_dtype = np.dtype(obs_dtype)
@@ -91,15 +109,17 @@ class ReplayBuffer:
         self.actions = np.zeros(capacity, dtype=np.int32)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=np.float32)
+        self.links = np.zeros(capacity, dtype=np.bool_)  # row i + 1 holds the next step of row i's episode
         self.pos = 0  # next row to write
         self.size = 0  # rows holding data
+        self.open = False  # the newest row's episode goes on (its next_obs is the next row's obs)
         self.rng = np.random.default_rng(seed)
 
     @staticmethod
     def expected_nbytes(capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype | type) -> int:
         """Bytes the buffer's arrays take, computed before allocating them."""
         obs_bytes = int(np.prod(obs_shape)) * np.dtype(obs_dtype).itemsize
-        return capacity * (2 * obs_bytes + 4 + 4 + 4)
+        return capacity * (2 * obs_bytes + 4 + 4 + 4 + 1)
 
     def __len__(self) -> int:
         return self.size
@@ -107,7 +127,7 @@ class ReplayBuffer:
     @property
     def nbytes(self) -> int:
         """Exact bytes held by the stored arrays."""
-        return sum(a.nbytes for a in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated))
+        return sum(a.nbytes for a in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated, self.links))
 
     def add(self, obs, action: int, reward: float, next_obs, terminated: bool, *, truncated: bool = False) -> None:
         """Store one transition. `terminated` must not include truncation.
@@ -116,16 +136,25 @@ class ReplayBuffer:
         keeps its own `next_obs`, so a truncated step needs nothing more.
         """
         i = self.pos
+        prev = (i - 1) % self.capacity
+        if self.open and np.array_equal(obs, self.next_obs[prev]):
+            self.links[prev] = True  # this step continues the newest row's episode
         self.obs[i] = obs
         self.next_obs[i] = next_obs
         self.actions[i] = action
         self.rewards[i] = reward
         self.terminated[i] = float(terminated)
+        self.links[i] = False
+        self.open = not (terminated or truncated)
         self.pos = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
     def add_batch(self, obs, actions, rewards, next_obs, terminated) -> None:
-        """Store one transition per env of a vector env (rows in env order)."""
+        """Store one transition per env of a vector env (rows in env order).
+
+        Rows of different envs interleave, so they are not linked: n-step
+        sums over them stop after one step.
+        """
         n = len(actions)
         idx = (self.pos + np.arange(n)) % self.capacity
         self.obs[idx] = obs
@@ -133,6 +162,8 @@ class ReplayBuffer:
         self.actions[idx] = actions
         self.rewards[idx] = rewards
         self.terminated[idx] = terminated
+        self.links[idx] = False
+        self.open = False
         self.pos = int((self.pos + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 
@@ -155,12 +186,16 @@ class ReplayBuffer:
         return self._gather(idx)
 
     def _gather(self, idx: np.ndarray) -> Batch:
+        returns, discounts, ended, last = n_step_returns(
+            idx, self.n_steps, self.gamma, self.rewards, self.terminated, lambda s: self.links[s], self.capacity
+        )
         return Batch(
             obs=self.obs[idx],
             actions=self.actions[idx],
-            rewards=self.rewards[idx],
-            next_obs=self.next_obs[idx],
-            terminated=self.terminated[idx],
+            rewards=returns,
+            next_obs=self.next_obs[last],
+            terminated=ended,
+            discounts=discounts,
         )
 
     # ------------------------------------------------------------ checkpoints
@@ -178,8 +213,10 @@ class ReplayBuffer:
             "actions": self.actions,
             "rewards": self.rewards,
             "terminated": self.terminated,
+            "links": self.links,
             "pos": self.pos,
             "size": self.size,
+            "open": int(self.open),
             "rng": _rng_to_words(self.rng),
         }
 
@@ -201,7 +238,8 @@ class ReplayBuffer:
         pos, size = int(state["pos"]), int(state["size"])
         if not (0 <= pos < self.capacity and 0 <= size <= self.capacity):
             raise ReplayMemoryError(f"replay state has pos={pos}, size={size} for capacity {self.capacity}")
-        for name in ("obs", "next_obs", "actions", "rewards", "terminated"):
+        for name in ("obs", "next_obs", "actions", "rewards", "terminated", "links"):
             getattr(self, name)[...] = state[name]
         self.pos, self.size = pos, size
+        self.open = bool(int(state["open"]))
         self.rng = _rng_from_words(np.asarray(state["rng"]))

@@ -44,22 +44,28 @@ def test_double_dqn_target_on_a_hand_made_batch():
     q_target = agent.target(b.next_obs).numpy()
     chosen = q_online.argmax(axis=1)
     expected = b.rewards + 0.9 * (1 - b.terminated) * q_target[np.arange(64), chosen]
-    got = agent.td_targets(b.rewards, b.next_obs, b.terminated).numpy()
+    got = agent.td_targets(b.rewards, b.next_obs, 0.9 * (1 - b.terminated)).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     # and vanilla DQN takes the target's own max
     vanilla = make_agent(double_dqn=False, gamma=0.9)
     vanilla.online.set_weights(agent.online.get_weights())
     vanilla.target.set_weights(agent.target.get_weights())
     expected_vanilla = b.rewards + 0.9 * (1 - b.terminated) * q_target.max(axis=1)
-    np.testing.assert_allclose(vanilla.td_targets(b.rewards, b.next_obs, b.terminated).numpy(), expected_vanilla, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(vanilla.td_targets(b.rewards, b.next_obs, 0.9 * (1 - b.terminated)).numpy(), expected_vanilla, rtol=1e-5, atol=1e-5)
     assert not np.allclose(expected, expected_vanilla)
 
 
-def test_terminal_rows_do_not_bootstrap():
-    agent = make_agent()
+def test_a_hand_made_batch_is_one_step():
+    """Without `discounts`, update() uses gamma * (1 - terminated): terminal rows do not bootstrap."""
     b = random_batch(np.random.default_rng(2), n=8)
-    b = b._replace(terminated=np.ones(8, np.float32))
-    np.testing.assert_allclose(agent.td_targets(b.rewards, b.next_obs, b.terminated).numpy(), b.rewards)
+    b = b._replace(terminated=np.array([1, 0] * 4, np.float32))
+    implicit, explicit = make_agent(gamma=0.9), make_agent(gamma=0.9)
+    explicit.online.set_weights(implicit.online.get_weights())
+    explicit.sync_target()
+    implicit.update(b)
+    explicit.update(b._replace(discounts=np.array([0.0, 0.9] * 4, np.float32)))
+    for a, c in zip(implicit.online.get_weights(), explicit.online.get_weights()):
+        np.testing.assert_array_equal(a, c)
 
 
 def test_no_target_network_bootstraps_from_online():
@@ -67,14 +73,14 @@ def test_no_target_network_bootstraps_from_online():
     assert agent.target is None
     b = random_batch(np.random.default_rng(3), n=8)
     expected = b.rewards + (1 - b.terminated) * agent.online(b.next_obs).numpy().max(axis=1)
-    np.testing.assert_allclose(agent.td_targets(b.rewards, b.next_obs, b.terminated).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(agent.td_targets(b.rewards, b.next_obs, 1.0 - b.terminated).numpy(), expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("loss", ["huber", "mse"])
 def test_updates_fit_a_fixed_batch(loss):
     agent = make_agent(loss=loss, learning_rate=3e-3, gamma=0.0)  # gamma 0: a plain regression
     b = random_batch(np.random.default_rng(4))
-    stacked = Batch(*(np.stack([x] * 50) for x in b))
+    stacked = Batch(*(np.stack([x] * 50) for x in b[:5]))  # discounts left out: one-step
     first = agent.update(b)["loss"]
     for _ in range(4):
         last = agent.update(stacked)["loss"]

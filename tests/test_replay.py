@@ -48,7 +48,7 @@ def test_sample_many_stacks_batches():
 
 def test_nbytes_is_exact_and_predicted():
     buf = ReplayBuffer(1000, (4,), np.float32)
-    assert buf.nbytes == 1000 * (2 * 16 + 12)
+    assert buf.nbytes == 1000 * (2 * 16 + 12 + 1)  # obs, next_obs, action, reward, terminated, link
     assert buf.nbytes == ReplayBuffer.expected_nbytes(1000, (4,), np.float32)
 
 

@@ -1,0 +1,105 @@
+"""Recorded play in the replay (`train.py --demos`): what is stored, and every bad file refused."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import train as train_cli
+from agent.recording import DemoRecorder
+from agent.presets import resolve_config
+from agent.training import make_replay, seed_replay_with_demos
+
+
+def record(env_id: str, path, episodes: int, max_steps: int, seed: int = 0):
+    """Play a simple pole-balancing rule on even episodes (it outlasts max_steps) and random
+    actions otherwise (the pole falls), then save it as play.py would."""
+    env = gym.make(env_id)
+    rec = DemoRecorder(env_id)
+    rng = np.random.default_rng(seed)
+    for e in range(episodes):
+        obs, _ = env.reset(seed=seed + e)
+        for _ in range(max_steps):
+            balance = env_id == "CartPole-v1" and e % 2 == 0
+            action = int(obs[3] > 0) if balance else int(rng.integers(env.action_space.n))
+            next_obs, r, terminated, truncated, _ = env.step(action)
+            rec.add(obs, action, r, terminated, truncated)
+            obs = next_obs
+            if terminated or truncated:
+                break
+        rec.cut()  # an episode stopped by max_steps ends as truncated
+    rec.save(path, env.observation_space.shape, env.observation_space.dtype)
+    env.close()
+    return np.load(path)
+
+
+def cli(*args):
+    result = CliRunner().invoke(train_cli.main, [*args, "--no-progress"])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def cartpole_demos(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demos") / "cartpole.npz"
+    return path, record("CartPole-v1", path, episodes=4, max_steps=120)
+
+
+def test_demos_fill_the_replay_step_by_step(cartpole_demos):
+    path, d = cartpole_demos
+    cut = d["truncated"]
+    assert cut.any() and d["terminated"].any()  # both kinds of episode end are exercised
+    cfg = resolve_config(env_id="CartPole-v1").replace(demos=str(path), n_steps=3, gamma=0.5)
+    replay = make_replay(cfg, (4,), np.float32)
+    stored = seed_replay_with_demos(replay, cfg, (4,), np.float32)
+    keep = np.flatnonzero(~cut)  # the step after a cut is not in the file
+    assert stored == len(replay) == len(keep)
+    np.testing.assert_array_equal(replay.obs[:stored], d["obs"][keep])
+    np.testing.assert_array_equal(replay.actions[:stored], d["actions"][keep])
+    np.testing.assert_array_equal(replay.terminated[:stored], d["terminated"][keep].astype(np.float32))
+    for row, t in enumerate(keep):
+        if not d["terminated"][t]:
+            np.testing.assert_array_equal(replay.next_obs[row], d["obs"][t + 1])
+    # Consecutive demo steps are linked, so n-step returns run through them.
+    batch = replay._gather(np.array([0]))
+    assert batch.rewards[0] == pytest.approx(1 + 0.5 + 0.25) and batch.discounts[0] == pytest.approx(0.125)
+
+
+def test_train_with_demos_and_a_pretrained_torso(cartpole_demos, tmp_path):
+    path, _ = cartpole_demos
+    torso = tmp_path / "torso.keras"
+    from classic.__main__ import cli as classic_cli
+
+    out = CliRunner().invoke(classic_cli, ["pretrain", str(path), "--out", str(torso), "--epochs", "1"])
+    assert out.exit_code == 0, out.output
+    run = tmp_path / "run"
+    code, out = cli("--steps", "600", "--set", "learning_starts=200", "--eval-episodes", "1", "--demos", str(path),
+                    "--init-from", str(torso), "--run-dir", str(run))
+    assert code == 0, out
+    assert f'demos = "{path}"' in (run / "config.toml").read_text()
+    code, out = cli("--resume", str(run), "--demos", str(path))
+    assert code == 2 and "--demos" in out.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("problem", ["other env", "wrong shape", "missing", "not npz"])
+def test_bad_demos_are_one_line_and_create_nothing(cartpole_demos, tmp_path, problem):
+    path, d = cartpole_demos
+    bad = tmp_path / "bad.npz"
+    if problem == "other env":
+        record("Acrobot-v1", bad, episodes=1, max_steps=20)
+        env_args, message = [], "was recorded on Acrobot-v1, this run is CartPole-v1"
+    elif problem == "wrong shape":
+        np.savez(bad, **{**dict(d), "obs": d["obs"][:, :3]})
+        env_args, message = [], "obs have shape (3,) but CartPole-v1 observations are (4,)"
+    elif problem == "missing":
+        bad = tmp_path / "nope.npz"
+        env_args, message = [], "no such file"
+    else:
+        bad.write_bytes(b"not a zip")
+        env_args, message = [], "cannot read a demos file"
+    run = tmp_path / "run"
+    code, out = cli(*env_args, "--demos", str(bad), "--run-dir", str(run))
+    lines = out.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --demos") and message in lines[0], out
+    assert not run.exists()
