@@ -99,13 +99,15 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
         probe = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels)
     except EnvError as e:
         raise UserError(str(e)) from None
-    if cfg.demos and not resuming:  # and on a demos file that does not fit this env
-        from agent.training import load_checked_demos
-        from envs import obs_signature
+    try:
+        if cfg.demos and not resuming:  # and on a demos file that does not fit this env
+            from agent.training import load_checked_demos
+            from envs import obs_signature
 
-        obs_shape, obs_dtype, _ = obs_signature(probe)
-        load_checked_demos(cfg, obs_shape, obs_dtype)
-    probe.close()
+            obs_shape, obs_dtype, _ = obs_signature(probe)
+            load_checked_demos(cfg, obs_shape, obs_dtype)
+    finally:
+        probe.close()
 
     if cfg.init_from and not resuming and not Path(cfg.init_from).is_file():
         raise UserError(f"--init-from {cfg.init_from!r}: no such file; make one with `python -m classic pretrain DEMOS.npz --out torso.keras`")

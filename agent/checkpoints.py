@@ -488,7 +488,9 @@ def read_replay(directory: Path, replay, info: Any, *, listed: set[str] | None =
               "learning restarts from an empty buffer", file=sys.stderr)
         return
     saved_scalars = info["scalars"]
-    if sorted(saved_scalars) != sorted(scalars) or sorted(info.get("arrays", [])) != sorted(arrays):
+    saved_arrays = set(info.get("arrays", []))
+    optional = set(getattr(replay, "REBUILT_IF_MISSING", ()))  # older checkpoints lack these; the memory rebuilds them
+    if not (set(scalars) - optional <= set(saved_scalars) <= set(scalars) and set(arrays) - optional <= saved_arrays <= set(arrays)):
         raise CheckpointError(f"{where}: the replay fields differ from this memory's")
     for key, value in saved_scalars.items():
         if type(value) is not type(scalars[key]):
@@ -498,6 +500,8 @@ def read_replay(directory: Path, replay, info: Any, *, listed: set[str] | None =
         raise CheckpointError(f"{where}: replay pos/size out of range for capacity {capacity}")
     loaded = dict(saved_scalars)
     for key, current in arrays.items():
+        if key not in saved_arrays:
+            continue
         name = f"{key}.npy"
         if listed is not None and name not in listed:
             raise CheckpointError(f"{where}: the manifest does not list {REPLAY}/{name}")

@@ -130,11 +130,13 @@ class DemoRecorder:
         self.rewards: list[float] = []
         self.terminated: list[bool] = []
         self.truncated: list[bool] = []
+        self.lives: list[int | None] = []  # Atari: lives left after each step, so a replay can end training episodes there
 
     def __len__(self) -> int:
         return len(self.actions)
 
-    def add(self, obs: np.ndarray, action: int, reward: float, terminated: bool, truncated: bool) -> None:
+    def add(self, obs: np.ndarray, action: int, reward: float, terminated: bool, truncated: bool, lives: int | None = None) -> None:
+        self.lives.append(None if lives is None else int(lives))
         self.obs.append(np.array(obs, copy=True))
         self.actions.append(int(action))
         self.rewards.append(float(reward))
@@ -158,6 +160,8 @@ class DemoRecorder:
             "truncated": np.asarray(self.truncated, dtype=bool),
             "env_id": np.array(self.env_id),
         }
+        if self.lives and all(n is not None for n in self.lives):
+            arrays["lives"] = np.asarray(self.lives, dtype=np.int64)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -238,9 +242,9 @@ class EpisodeRunner:
                 action, q, explored = self.policy(obs)
                 self.current = StepView(i + 1, self.episodes, step, score, obs, env.render(), q, action, explored, False)
                 yield self.current
-                next_obs, reward, terminated, truncated, _ = env.step(action)
+                next_obs, reward, terminated, truncated, info = env.step(action)
                 if self.demos is not None:
-                    self.demos.add(obs, action, float(reward), terminated, truncated)
+                    self.demos.add(obs, action, float(reward), terminated, truncated, info.get("lives"))
                 obs, score, step = next_obs, score + float(reward), step + 1
                 done = terminated or truncated
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from agent.dqn import DQNAgent, NonFiniteLossError  # noqa: E402
 from agent.errors import UserError  # noqa: E402
 from agent.evaluation import evaluate  # noqa: E402
 from agent.schedules import chapter_episode_epsilon, linear  # noqa: E402
-from envs import make_env, obs_signature, reward_threshold  # noqa: E402
+from envs import is_atari, make_env, obs_signature, reward_threshold  # noqa: E402
 from replay import FrameReplayBuffer, ReplayBuffer  # noqa: E402
 
 CSV_FIELDS = [
@@ -164,27 +165,43 @@ def seed_replay_with_demos(replay, cfg: DQNConfig, obs_shape: tuple[int, ...], o
 
     Demonstrations in the replay are DQfD's second ingredient (Hester et al.
     2018): from the first update on, the learner sees where good play leads,
-    which epsilon-greedy play finds only late. Rewards and episode ends go
-    through the same rules as the agent's own steps. The last step of a cut
-    (truncated) episode is skipped: the demos file does not keep the
-    observation after it, which its target would bootstrap from.
+    which epsilon-greedy play finds only late. Demos are recorded on the full
+    game, so they get what the training env does to the agent's own steps:
+    `replay_targets`, and for Atari reward clipping and a terminal at every
+    lost life (from the `lives` the file keeps). The last step of a cut
+    (truncated) episode is skipped: the file does not keep the observation
+    after it, which its target would bootstrap from.
 
     Returns:
         The number of transitions stored.
+
+    Raises:
+        UserError: Atari demos without `lives` (recorded before they were kept).
     """
     demos = load_checked_demos(cfg, obs_shape, obs_dtype)
     obs, actions, rewards, terminated, truncated = demos.obs, demos.actions, demos.rewards, demos.terminated, demos.truncated
+    life_lost = np.zeros(len(actions), dtype=bool)
+    if is_atari(cfg.env_id):
+        if demos.lives is None:
+            raise UserError(f"--demos: {cfg.demos} has no `lives` array, which Atari demos need for the training "
+                            "episodes' life-loss ends; record it again with play.py --save-demos")
+        rewards = np.sign(rewards)  # envs.atari.ClipReward
+        episode_goes_on = ~(terminated | truncated)
+        life_lost[1:] = episode_goes_on[:-1] & (demos.lives[1:] < demos.lives[:-1])
     stored = 0
     for t in range(len(actions)):
-        if terminated[t]:
-            next_obs = obs[t]  # never bootstrapped from; only its shape matters
-        elif truncated[t] or t + 1 == len(actions):
-            continue  # the observation after a cut is not in the file
-        else:
+        ends_here = terminated[t] or truncated[t] or t + 1 == len(actions)
+        if not ends_here:
             next_obs = obs[t + 1]
-        reward, ends = replay_targets(float(rewards[t]), bool(terminated[t]), False, cfg)
+        elif terminated[t]:
+            next_obs = obs[t]  # never bootstrapped from; only its shape matters
+        else:
+            continue  # the observation after a cut is not in the file
+        reward, ends = replay_targets(float(rewards[t]), bool(terminated[t] or life_lost[t]), False, cfg)
         replay.add(obs[t], int(actions[t]), reward, next_obs, ends, truncated=False)
         stored += 1
+    replay.open = False  # the live env's first episode starts afresh
+    print(f"put {stored:,} demonstration transitions from {cfg.demos} into the replay", file=sys.stderr)
     return stored
 
 

@@ -39,6 +39,7 @@ class Demos:
     rewards: np.ndarray  # [N] float32, the env's reward for each step
     terminated: np.ndarray  # [N] bool, the episode truly ended after this step
     truncated: np.ndarray  # [N] bool, the episode was cut after this step (time limit, quit)
+    lives: np.ndarray | None = None  # [N] int64, Atari lives left after each step (files from play.py)
 
 
 def env_spaces(env_id: str) -> tuple[tuple[int, ...], int]:
@@ -109,10 +110,13 @@ def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) 
         obs = obs.astype(np.float32)
     if not np.all(np.isfinite(arrays["rewards"])):
         raise ClassicError(f"{path}: rewards must be finite numbers")
+    lives = arrays.get("lives")
+    if lives is not None and (lives.shape != (n,) or not np.issubdtype(lives.dtype, np.integer)):
+        raise ClassicError(f"{path}: lives must be {n} integers like obs, got {lives.dtype} {lives.shape}")
     return Demos(
         env_id=env_id, obs=obs, actions=actions.astype(np.int64), num_actions=num_actions,
         rewards=arrays["rewards"].astype(np.float32), terminated=arrays["terminated"].astype(bool),
-        truncated=arrays["truncated"].astype(bool),
+        truncated=arrays["truncated"].astype(bool), lives=None if lives is None else lives.astype(np.int64),
     )
 
 

@@ -137,7 +137,7 @@ class ReplayBuffer:
         """
         i = self.pos
         prev = (i - 1) % self.capacity
-        if self.open and np.array_equal(obs, self.next_obs[prev]):
+        if self.open and np.array_equal(np.asarray(obs, self.obs_dtype), self.next_obs[prev]):
             self.links[prev] = True  # this step continues the newest row's episode
         self.obs[i] = obs
         self.next_obs[i] = next_obs
@@ -220,6 +220,9 @@ class ReplayBuffer:
             "rng": _rng_to_words(self.rng),
         }
 
+    # Fields that checkpoints written before n-step returns lack; load_state_dict rebuilds them.
+    REBUILT_IF_MISSING = ("links", "open")
+
     def load_state_dict(self, state: dict) -> None:
         """Restore from `state_dict()` (or the arrays `np.load` gives back for it).
 
@@ -238,8 +241,17 @@ class ReplayBuffer:
         pos, size = int(state["pos"]), int(state["size"])
         if not (0 <= pos < self.capacity and 0 <= size <= self.capacity):
             raise ReplayMemoryError(f"replay state has pos={pos}, size={size} for capacity {self.capacity}")
-        for name in ("obs", "next_obs", "actions", "rewards", "terminated", "links"):
+        for name in ("obs", "next_obs", "actions", "rewards", "terminated"):
             getattr(self, name)[...] = state[name]
         self.pos, self.size = pos, size
-        self.open = bool(int(state["open"]))
+        if "links" in state:
+            self.links[...] = state["links"]
+        else:  # saved before rows were linked: rebuild the links from the rows themselves
+            self.links[...] = False
+            rows = np.arange(size)
+            rows = rows[rows != (pos - 1) % self.capacity]  # the newest row has no successor yet
+            after = (rows + 1) % self.capacity
+            same = (self.next_obs[rows] == self.obs[after]).reshape(len(rows), -1).all(axis=1)
+            self.links[rows] = same & (self.terminated[rows] == 0)
+        self.open = bool(int(state.get("open", 0)))
         self.rng = _rng_from_words(np.asarray(state["rng"]))

@@ -103,3 +103,54 @@ def test_bad_demos_are_one_line_and_create_nothing(cartpole_demos, tmp_path, pro
     lines = out.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --demos") and message in lines[0], out
     assert not run.exists()
+
+
+def record_breakout(path, steps: int, seed: int = 0) -> dict:
+    """Random full-game Breakout play saved as play.py saves it (lives included)."""
+    from envs.atari import make_atari_env
+
+    env = make_atari_env("Breakout", seed=seed, mode="eval")
+    rec = DemoRecorder("ALE/Breakout-v5")
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    for _ in range(steps):
+        action = int(rng.integers(env.action_space.n))
+        next_obs, r, terminated, truncated, info = env.step(action)
+        rec.add(obs, action, r, terminated, truncated, info.get("lives"))
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    rec.cut()
+    rec.save(path, (84, 84, 4), np.uint8)
+    env.close()
+    return dict(np.load(path))
+
+
+def test_atari_demos_get_the_training_envs_clipping_and_life_ends(tmp_path):
+    path = tmp_path / "breakout.npz"
+    d = record_breakout(path, 300)
+    lost = set(np.flatnonzero(np.diff(d["lives"]) < 0) + 1)  # steps after which a life was gone
+    assert len(lost) >= 2
+    d["rewards"][::10] = 7.0  # the top rows' score (and a negative one): training sees sign(r) only
+    d["rewards"][5::10] = -3.0
+    np.savez(path, **d)
+    cfg = resolve_config(env_id="Breakout").replace(demos=str(path), replay_capacity=2_000, n_steps=1)
+    replay = make_replay(cfg, (84, 84, 4), np.uint8)
+    stored = seed_replay_with_demos(replay, cfg, (84, 84, 4), np.uint8)
+    assert stored == len(d["actions"]) - 1  # the cut last step has no next observation
+    batch = replay._gather(np.flatnonzero(replay.has_next[: replay.size]))
+    assert set(np.unique(batch.rewards)) == {-1.0, 0.0, 1.0}
+    # A lost life is terminal in training, so each one ends a stored episode (game overs too).
+    ends = lost | set(np.flatnonzero(d["terminated"]))
+    assert int(batch.terminated.sum()) == len(ends) > int(d["terminated"].sum())
+    assert not replay.open
+
+
+def test_atari_demos_without_lives_are_refused(tmp_path):
+    path = tmp_path / "old.npz"
+    d = record_breakout(path, 40)
+    del d["lives"]
+    np.savez(path, **d)
+    run = tmp_path / "run"
+    code, out = cli("--env", "Breakout", "--demos", str(path), "--run-dir", str(run))
+    lines = out.strip().splitlines()
+    assert code == 1 or code == 2, out
+    assert lines[-1].startswith("error: --demos") and "lives" in lines[-1], out

@@ -101,3 +101,44 @@ def test_uniform_links_only_consecutive_steps_of_one_episode():
     np.testing.assert_array_equal(batch.rewards, [3.0, 2.0, 12.0, 8.0])
     np.testing.assert_array_equal(batch.discounts, [1.0, 1.0, 0.0, 0.0])
     np.testing.assert_array_equal(batch.next_obs[:, 0], [2.0, 2.0, 7.0, 7.0])
+
+
+def cartpole_rows(buf: ReplayBuffer, steps: int, seed: int = 0, dtype=np.float32) -> None:
+    import gymnasium as gym
+
+    env = gym.make("CartPole-v1", max_episode_steps=40)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    for _ in range(steps):
+        a = int(rng.integers(2))
+        next_obs, r, terminated, truncated, _ = env.step(a)
+        buf.add(np.asarray(obs, dtype), a, r, np.asarray(next_obs, dtype), terminated, truncated=truncated)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+
+
+def test_uniform_links_survive_a_checkpoint_and_old_ones_are_rebuilt(tmp_path):
+    from agent.checkpoints import read_replay, write_replay
+
+    buf = ReplayBuffer(150, (4,), np.float32, seed=0, n_steps=3)
+    cartpole_rows(buf, 400)  # wraps the ring; short episodes, terminated and truncated
+    assert buf.links.sum() > 100 and (~buf.links[: buf.size]).sum() > 5
+    info = write_replay(tmp_path / "r", buf)
+    same = ReplayBuffer(150, (4,), np.float32, n_steps=3)
+    read_replay(tmp_path / "r", same, info)
+    np.testing.assert_array_equal(same.links, buf.links)
+    assert same.open == buf.open
+    # A checkpoint from before rows were linked: no links.npy, no `open`.
+    (tmp_path / "r" / "links.npy").unlink()
+    old = {**info, "arrays": [a for a in info["arrays"] if a != "links"], "scalars": {k: v for k, v in info["scalars"].items() if k != "open"}}
+    rebuilt = ReplayBuffer(150, (4,), np.float32, n_steps=3)
+    read_replay(tmp_path / "r", rebuilt, old)
+    np.testing.assert_array_equal(rebuilt.links, buf.links)
+
+
+def test_uniform_links_do_not_depend_on_the_callers_dtype():
+    """CartPole hands out float64 arrays on some paths; the link test compares stored (float32) values."""
+    a, b = ReplayBuffer(100, (4,), np.float32, n_steps=3), ReplayBuffer(100, (4,), np.float32, n_steps=3)
+    cartpole_rows(a, 60, dtype=np.float32)
+    cartpole_rows(b, 60, dtype=np.float64)
+    np.testing.assert_array_equal(a.links, b.links)
+    assert a.links.any()
