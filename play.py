@@ -301,12 +301,12 @@ def play(
         raise UserError("--human needs a window; drop --headless")
     if record_path is not None and record_dir is not None:
         raise UserError("pass --record FILE or --record-dir DIR, not both")
-    pixels = False
+    pixels, pixel_view = False, "full"
     if run_dir is not None:
         from agent.run_dir import load_config
 
         run_config = load_config(run_dir)
-        env_id, pixels = run_config.env_id, run_config.pixels
+        env_id, pixels, pixel_view = run_config.env_id, run_config.pixels, run_config.pixel_view
     agent = "human" if human else (agent or "dqn")
     env_id = resolve_env_id(env_id)
     check_display(headless)
@@ -323,7 +323,7 @@ def play(
     from envs import EnvError, action_names, make_env
 
     try:
-        env = make_env(env_id, seed=seed, mode="play", render_mode="rgb_array", pixels=pixels)
+        env = make_env(env_id, seed=seed, mode="play", render_mode="rgb_array", pixels=pixels, pixel_view=pixel_view)
     except EnvError as e:
         raise UserError(str(e)) from None
     try:

@@ -439,6 +439,7 @@ def record_episodes(
     scale: int | None = None,
     on_view: Callable[[StepView], None] | None = None,
     pixels: bool = False,
+    pixel_view: str = "full",
 ) -> list[float]:
     """Play `episodes` episodes headless and write them to one mp4; returns their scores.
 
@@ -454,6 +455,7 @@ def record_episodes(
         scale: integer upscaling of the frame; default 3 for Atari, 1 otherwise.
         on_view: called with each state after its frame is written (progress, tests).
         pixels: the agent observes rendered frames (a `--pixels` run).
+        pixel_view: which part of the frame it observes (the run's `pixel_view`).
 
     Returns:
         The score (undiscounted return) of each episode; a cut episode counts what it got.
@@ -465,7 +467,7 @@ def record_episodes(
 
     recorder = VideoRecorder(out_path, fps)  # fails on an unwritable path before any play
     try:
-        env = make_env(env_id, seed=seed, mode="play", render_mode="rgb_array", pixels=pixels)
+        env = make_env(env_id, seed=seed, mode="play", render_mode="rgb_array", pixels=pixels, pixel_view=pixel_view)
     except EnvError as e:
         raise UserError(str(e)) from None
     names = action_names(env)

@@ -58,7 +58,8 @@ def record_video(agent: DQNAgent, cfg: DQNConfig, path: Path) -> list[float]:
     from agent.recording import record_episodes
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return record_episodes(agent.q_values, cfg.env_id, path, episodes=1, seed=cfg.seed + 30_000, epsilon=cfg.eval_epsilon, pixels=cfg.pixels)
+    return record_episodes(agent.q_values, cfg.env_id, path, episodes=1, seed=cfg.seed + 30_000, epsilon=cfg.eval_epsilon, pixels=cfg.pixels,
+                           pixel_view=cfg.pixel_view)
 
 
 @dataclass
@@ -256,8 +257,8 @@ def train(
     """
     run_dir = Path(run_dir)
     keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: same seed, same network
-    env = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels)
-    eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval", pixels=cfg.pixels)
+    env = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
+    eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
     obs_shape, obs_dtype, _ = obs_signature(env)
     agent = build_agent(cfg.replace(init_from=None) if resume else cfg, env)  # a resume takes its weights from the checkpoint
     replay = make_replay(cfg, obs_shape, obs_dtype)

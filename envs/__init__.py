@@ -37,7 +37,8 @@ def is_atari(env_id: str) -> bool:
 
 
 def make_env(
-    env_id: str, *, seed: int | None = None, mode: str = "train", render_mode: str | None = None, pixels: bool = False
+    env_id: str, *, seed: int | None = None, mode: str = "train", render_mode: str | None = None, pixels: bool = False,
+    pixel_view: str = "full",
 ) -> gym.Env:
     """Build the env for training, evaluation or play.
 
@@ -48,6 +49,7 @@ def make_env(
         render_mode: passed to `gym.make` ("rgb_array" for videos and windows).
         pixels: observe rendered frames (gray 84x84, 4 stacked, uint8) instead
             of the state vector; for classic-control envs.
+        pixel_view: "full" frame or "cart" (a window following CartPole's cart).
 
     Raises:
         EnvError: for an unknown id, a continuous action space or an
@@ -55,6 +57,8 @@ def make_env(
     """
     if mode not in MODES:
         raise EnvError(f"mode must be one of {MODES}, got {mode!r}")
+    if pixel_view != "full" and not (pixels and env_id == "CartPole-v1"):
+        raise EnvError(f"pixel_view={pixel_view!r} is for CartPole-v1 with --pixels; use pixel_view=\"full\" here")
     if is_atari(env_id):  # ALE games get the Mnih et al. (2015) preprocessing of envs.atari
         from envs.atari import make_atari_env
 
@@ -76,7 +80,7 @@ def make_env(
     if pixels:
         from envs.pixels import wrap_pixels
 
-        env = wrap_pixels(env)
+        env = wrap_pixels(env, view=pixel_view)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)

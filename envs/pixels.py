@@ -33,8 +33,48 @@ class GrayRender(gym.ObservationWrapper):
         return self._frame()
 
 
-def wrap_pixels(env: gym.Env, frame_stack: int = FRAME_STACK) -> gym.Env:
-    """Gray, resized, stacked frames `uint8 (84, 84, frame_stack)` from an env made with render_mode="rgb_array"."""
+class CartWindow(gym.ObservationWrapper):
+    """CartPole only: the part of the frame where the pole is, following the cart.
+
+    Squeezing the whole 600x400 frame into 84x84 leaves a pole 1-2 pixels
+    wide whose tip moves 3 pixels before the episode fails. This window
+    (rows 160-320, 240 columns around the cart, as in PyTorch's DQN tutorial)
+    is resized 2.9x less, so angle and angular velocity show. The cart is
+    found from the pixels themselves (its black body below the track), not
+    from the env's state; near the edges the window stops at the frame's
+    border, so the cart moves off-centre as it nears the x limit.
+    """
+
+    ROWS = (160, 320)  # pole top (upright: row ~172) to the cart's bottom (row 314)
+    WIDTH = 240  # the cart (50) and the pole tip's reach at the 12 degree limit (+-26), with room to see motion
+    BODY_ROWS = (306, 315)  # only the cart is drawn here
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        h, w = env.observation_space.shape
+        if (h, w) != (400, 600):
+            raise ValueError(f"CartWindow expects CartPole's 600x400 frames, got {w}x{h}")
+        self.observation_space = gym.spaces.Box(0, 255, (self.ROWS[1] - self.ROWS[0], self.WIDTH), np.uint8)
+
+    def observation(self, frame: np.ndarray) -> np.ndarray:
+        body = np.flatnonzero((frame[self.BODY_ROWS[0]:self.BODY_ROWS[1]] < 64).any(axis=0))
+        centre = int(body.mean()) if len(body) else frame.shape[1] // 2  # off screen: the cart has left, the episode ends
+        left = min(max(centre - self.WIDTH // 2, 0), frame.shape[1] - self.WIDTH)
+        return np.ascontiguousarray(frame[self.ROWS[0]:self.ROWS[1], left:left + self.WIDTH])
+
+
+PIXEL_VIEWS = ("full", "cart")
+
+
+def wrap_pixels(env: gym.Env, frame_stack: int = FRAME_STACK, view: str = "full") -> gym.Env:
+    """Gray, resized, stacked frames `uint8 (84, 84, frame_stack)` from an env made with render_mode="rgb_array".
+
+    Args:
+        view: "full" frame, or "cart" (`CartWindow`, CartPole only).
+    """
     if env.render_mode != "rgb_array":
         raise ValueError(f"pixel observations need render_mode='rgb_array', got {env.render_mode!r}")
-    return FrameStack(ResizeFrame(GrayRender(env), FRAME_SIZE), frame_stack)
+    env = GrayRender(env)
+    if view == "cart":
+        env = CartWindow(env)
+    return FrameStack(ResizeFrame(env, FRAME_SIZE), frame_stack)
