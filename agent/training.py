@@ -32,7 +32,7 @@ from agent.dqn import DQNAgent, NonFiniteLossError  # noqa: E402
 from agent.errors import UserError  # noqa: E402
 from agent.evaluation import evaluate  # noqa: E402
 from agent.schedules import chapter_episode_epsilon, linear  # noqa: E402
-from envs import is_atari, make_env, obs_signature, reward_threshold  # noqa: E402
+from envs import EnvError, is_atari, make_env, obs_signature, reward_threshold  # noqa: E402
 from replay import FrameReplayBuffer, ReplayBuffer  # noqa: E402
 
 CSV_FIELDS = [
@@ -152,13 +152,27 @@ def load_checked_demos(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype):
         demos = load_demos(cfg.demos)  # checked against the env it was recorded on
     except ClassicError as e:
         raise UserError(f"--demos: {e}") from None
-    if demos.env_id != cfg.env_id:
+    if not _same_env(demos.env_id, cfg.env_id):
         raise UserError(f"--demos: {cfg.demos} was recorded on {demos.env_id}, this run is {cfg.env_id}")
     if demos.obs.shape[1:] != tuple(obs_shape):
         raise UserError(f"--demos: {cfg.demos} holds observations of shape {demos.obs.shape[1:]}, this run's are {tuple(obs_shape)}")
     if demos.obs.dtype != np.dtype(obs_dtype):
         raise UserError(f"--demos: {cfg.demos} holds {demos.obs.dtype} observations, this run's are {np.dtype(obs_dtype)}")
     return demos
+
+
+def _same_env(a: str, b: str) -> bool:
+    """Same id, or two ids of one Atari game (they share emulator settings and wrappers here)."""
+    if a == b:
+        return True
+    if is_atari(a) and is_atari(b):
+        from envs.atari import atari_game
+
+        try:
+            return atari_game(a) == atari_game(b)
+        except EnvError:
+            return False
+    return False
 
 
 def seed_replay_with_demos(replay, cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> int:
@@ -202,6 +216,9 @@ def seed_replay_with_demos(replay, cfg: DQNConfig, obs_shape: tuple[int, ...], o
         replay.add(obs[t], int(actions[t]), reward, next_obs, ends, truncated=False)
         stored += 1
     replay.open = False  # the live env's first episode starts afresh
+    if stored > replay.capacity:
+        print(f"warning: {cfg.demos} holds {stored:,} transitions but replay_capacity is {replay.capacity:,}; "
+              "only the newest are kept", file=sys.stderr)
     print(f"put {stored:,} demonstration transitions from {cfg.demos} into the replay", file=sys.stderr)
     return stored
 

@@ -89,6 +89,15 @@ def resolve_atari_id(name: str) -> str:
     raise EnvError(f"unknown Atari env id {name!r}{hint}")
 
 
+def atari_game(env_id: str) -> str:
+    """The ROM behind an id ("ALE/Breakout-v5", "BreakoutNoFrameskip-v4" -> "breakout").
+
+    `make_atari_env` gives every id of one game the same emulator settings and
+    wrappers, so data recorded under one id fits the others.
+    """
+    return str(gym.spec(resolve_atari_id(env_id)).kwargs.get("game", env_id))
+
+
 # ---------------------------------------------------------------- wrappers
 
 

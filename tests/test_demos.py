@@ -154,3 +154,17 @@ def test_atari_demos_without_lives_are_refused(tmp_path):
     lines = out.strip().splitlines()
     assert code == 1 or code == 2, out
     assert lines[-1].startswith("error: --demos") and "lives" in lines[-1], out
+
+
+def test_demos_of_one_atari_game_fit_its_other_ids(tmp_path):
+    """ALE/Breakout-v5 and BreakoutNoFrameskip-v4 get the same emulator settings and wrappers here."""
+    from agent.training import load_checked_demos
+
+    path = tmp_path / "breakout.npz"
+    record_breakout(path, 20)
+    for env_id in ("ALE/Breakout-v5", "BreakoutNoFrameskip-v4"):
+        cfg = resolve_config(env_id=env_id).replace(demos=str(path))
+        assert load_checked_demos(cfg, (84, 84, 4), np.uint8).env_id == "ALE/Breakout-v5"
+    cfg = resolve_config(env_id="ALE/Pong-v5").replace(demos=str(path))
+    with pytest.raises(Exception, match="was recorded on ALE/Breakout-v5, this run is ALE/Pong-v5"):
+        load_checked_demos(cfg, (84, 84, 4), np.uint8)
