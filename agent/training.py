@@ -32,7 +32,7 @@ from agent.dqn import DQNAgent, NonFiniteLossError  # noqa: E402
 from agent.errors import UserError  # noqa: E402
 from agent.evaluation import evaluate  # noqa: E402
 from agent.schedules import chapter_episode_epsilon, linear  # noqa: E402
-from envs import EnvError, is_atari, make_env, obs_signature, reward_threshold  # noqa: E402
+from envs import is_atari, make_env, obs_signature, reward_threshold, same_env  # noqa: E402
 from replay import FrameReplayBuffer, ReplayBuffer  # noqa: E402
 
 CSV_FIELDS = [
@@ -152,27 +152,13 @@ def load_checked_demos(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype):
         demos = load_demos(cfg.demos)  # checked against the env it was recorded on
     except ClassicError as e:
         raise UserError(f"--demos: {e}") from None
-    if not _same_env(demos.env_id, cfg.env_id):
+    if not same_env(demos.env_id, cfg.env_id):
         raise UserError(f"--demos: {cfg.demos} was recorded on {demos.env_id}, this run is {cfg.env_id}")
     if demos.obs.shape[1:] != tuple(obs_shape):
         raise UserError(f"--demos: {cfg.demos} holds observations of shape {demos.obs.shape[1:]}, this run's are {tuple(obs_shape)}")
     if demos.obs.dtype != np.dtype(obs_dtype):
         raise UserError(f"--demos: {cfg.demos} holds {demos.obs.dtype} observations, this run's are {np.dtype(obs_dtype)}")
     return demos
-
-
-def _same_env(a: str, b: str) -> bool:
-    """Same id, or two ids of one Atari game (they share emulator settings and wrappers here)."""
-    if a == b:
-        return True
-    if is_atari(a) and is_atari(b):
-        from envs.atari import atari_game
-
-        try:
-            return atari_game(a) == atari_game(b)
-        except EnvError:
-            return False
-    return False
 
 
 def seed_replay_with_demos(replay, cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> int:

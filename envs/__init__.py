@@ -36,6 +36,20 @@ def is_atari(env_id: str) -> bool:
     return env_id.lower() in {name.lower() for name in atari_aliases()}
 
 
+def same_env(a: str, b: str) -> bool:
+    """Same id, or two ids of one Atari game (`make_atari_env` gives them the same emulator settings and wrappers)."""
+    if a == b:
+        return True
+    if is_atari(a) and is_atari(b):
+        from envs.atari import atari_game
+
+        try:
+            return atari_game(a) == atari_game(b)
+        except EnvError:
+            return False
+    return False
+
+
 def make_env(
     env_id: str, *, seed: int | None = None, mode: str = "train", render_mode: str | None = None, pixels: bool = False,
     pixel_view: str = "full",

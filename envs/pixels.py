@@ -63,9 +63,6 @@ class CartWindow(gym.ObservationWrapper):
         return np.ascontiguousarray(frame[self.ROWS[0]:self.ROWS[1], left:left + self.WIDTH])
 
 
-PIXEL_VIEWS = ("full", "cart")
-
-
 def wrap_pixels(env: gym.Env, frame_stack: int = FRAME_STACK, view: str = "full") -> gym.Env:
     """Gray, resized, stacked frames `uint8 (84, 84, frame_stack)` from an env made with render_mode="rgb_array".
 

@@ -233,27 +233,26 @@ class FrameReplayBuffer:
         return self._gather(self.sample_indices(num_batches * batch_size).reshape(num_batches, batch_size))
 
     def _gather(self, idx: np.ndarray) -> Batch:
-        flat = idx.reshape(-1)
         returns, discounts, ended, last = n_step_returns(
-            flat, self.n_steps, self.gamma, self.rewards, self.terminated,
+            idx, self.n_steps, self.gamma, self.rewards, self.terminated,
             lambda s: self.has_next[(s + 1) % self.capacity], self.capacity,
         )
         if self.n_steps == 1:
             # The next stack is the stack shifted by one plus slot idx + 1 (the padding shifts
             # with it), so stack + 1 planes give both.
+            flat = idx.reshape(-1)
             slots = np.concatenate([self._stack_indices(flat), ((flat + 1) % self.capacity)[:, None]], axis=1)
             planes = [self.frames[slots[:, k]] for k in range(self.stack + 1)]
             obs, next_obs = self._channels_last(planes[:-1], idx.shape), self._channels_last(planes[1:], idx.shape)
         else:
-            obs, next_obs = self._stacks(flat), self._stacks((last + 1) % self.capacity)
-            obs, next_obs = obs.reshape(*idx.shape, *obs.shape[1:]), next_obs.reshape(*idx.shape, *next_obs.shape[1:])
+            obs, next_obs = self._stacks(idx), self._stacks((last + 1) % self.capacity)
         return Batch(
             obs=obs,
             actions=self.actions[idx],
-            rewards=returns.reshape(idx.shape),
+            rewards=returns,
             next_obs=next_obs,
-            terminated=ended.reshape(idx.shape),
-            discounts=discounts.reshape(idx.shape),
+            terminated=ended,
+            discounts=discounts,
         )
 
     def _stacks(self, idx: np.ndarray) -> np.ndarray:
