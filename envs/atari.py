@@ -101,11 +101,12 @@ def atari_game(env_id: str) -> str:
 # ---------------------------------------------------------------- wrappers
 
 
-class NoopReset(gym.Wrapper):
+class NoopReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Start each game after 1..noop_max no-ops so starts differ (Mnih et al. 2015)."""
 
     def __init__(self, env: gym.Env, noop_max: int = NOOP_MAX) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, noop_max=noop_max)
+        gym.Wrapper.__init__(self, env)
         self.noop_max = noop_max
         if env.unwrapped.get_action_meanings()[0] != "NOOP":
             raise EnvError(f"{env.spec.id if env.spec else env}: action 0 is not NOOP")
@@ -120,11 +121,12 @@ class NoopReset(gym.Wrapper):
         return obs, info
 
 
-class MaxAndSkip(gym.Wrapper):
+class MaxAndSkip(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Repeat the action `skip` frames and max-pool the last two, removing sprite flicker (Mnih et al. 2015)."""
 
     def __init__(self, env: gym.Env, skip: int = FRAME_SKIP) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, skip=skip)
+        gym.Wrapper.__init__(self, env)
         self.skip = skip
 
     def step(self, action):
@@ -140,11 +142,12 @@ class MaxAndSkip(gym.Wrapper):
         return frame, total, terminated, truncated, info
 
 
-class EpisodicLife(gym.Wrapper):
+class EpisodicLife(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Training only: a lost life ends the episode (a terminal for the target), the game goes on (Mnih et al. 2015)."""
 
     def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
         self.lives = 0
         self.game_over = True
 
@@ -170,11 +173,12 @@ class EpisodicLife(gym.Wrapper):
         return obs, info
 
 
-class FireReset(gym.Wrapper):
+class FireReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Press FIRE after a reset: games like Breakout wait for it to launch the ball."""
 
     def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
         self.fire = env.unwrapped.get_action_meanings().index("FIRE")
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -185,11 +189,12 @@ class FireReset(gym.Wrapper):
         return obs, info
 
 
-class ResizeFrame(gym.ObservationWrapper):
+class ResizeFrame(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Shrink the gray 210x160 screen to 84x84 with area averaging, as the Nature network expects (Mnih et al. 2015)."""
 
     def __init__(self, env: gym.Env, size: int = FRAME_SIZE) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, size=size)
+        gym.ObservationWrapper.__init__(self, env)
         self.size = size
         self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
 
@@ -197,21 +202,26 @@ class ResizeFrame(gym.ObservationWrapper):
         return cv2.resize(observation, (self.size, self.size), interpolation=cv2.INTER_AREA)
 
 
-class ClipReward(gym.RewardWrapper):
+class ClipReward(gym.RewardWrapper, gym.utils.RecordConstructorArgs):
     """Training only: sign(reward), so one learning rate fits every game (Mnih et al. 2015)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.RewardWrapper.__init__(self, env)
 
     def reward(self, reward) -> float:
         return float(np.sign(reward))
 
 
-class FrameStack(gym.Wrapper):
+class FrameStack(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """The last `k` frames as one uint8 (H, W, k) observation, newest last, so the state shows motion (Mnih et al. 2015).
 
     At reset every slot holds the first frame of the episode.
     """
 
     def __init__(self, env: gym.Env, k: int = FRAME_STACK) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, k=k)
+        gym.Wrapper.__init__(self, env)
         h, w = env.observation_space.shape
         self.k = k
         self._stack = np.zeros((h, w, k), dtype=np.uint8)

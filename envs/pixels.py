@@ -16,11 +16,17 @@ import numpy as np
 from envs.atari import FRAME_SIZE, FRAME_STACK, FrameStack, ResizeFrame
 
 
-class GrayRender(gym.ObservationWrapper):
+class GrayRender(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Replace the observation by the rendered frame in gray: the agent sees only pixels."""
 
     def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        if env.render_mode != "rgb_array":
+            raise ValueError(f"GrayRender needs an env made with render_mode='rgb_array', got {env.render_mode!r}")
+        # The observations are rendered frames, so "rgb_array" is the one render mode this env
+        # has; gymnasium's tools (check_env, spec.make) read the modes to try from here.
+        self.metadata = {**env.metadata, "render_modes": ["rgb_array"]}
         frame = self._frame()
         self.observation_space = gym.spaces.Box(0, 255, frame.shape, np.uint8)
 
@@ -33,7 +39,7 @@ class GrayRender(gym.ObservationWrapper):
         return self._frame()
 
 
-class CartWindow(gym.ObservationWrapper):
+class CartWindow(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """CartPole only: the part of the frame where the pole is, following the cart.
 
     Squeezing the whole 600x400 frame into 84x84 leaves a pole 1-2 pixels
@@ -50,7 +56,8 @@ class CartWindow(gym.ObservationWrapper):
     BODY_ROWS = (306, 315)  # only the cart is drawn here
 
     def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
         h, w = env.observation_space.shape
         if (h, w) != (400, 600):
             raise ValueError(f"CartWindow expects CartPole's 600x400 frames, got {w}x{h}")
