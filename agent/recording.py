@@ -5,7 +5,7 @@ One drawing path serves the pygame window of `play.py`, the videos that
 a game frame from `env.render()` (full resolution RGB, not the 84x84 network
 input) is scaled up nearest-neighbour, a heads-up panel is drawn beside it
 with pygame onto a Surface, and the same Surface goes to the window, to
-`cv2.VideoWriter` and to PNG files.
+the H.264 video writer (ffmpeg from imageio-ffmpeg) and to PNG files.
 
 No TensorFlow is imported unless `keras_q_fn` is called, so watching a random
 agent or playing yourself starts in a second.
@@ -14,7 +14,11 @@ agent or playing yourself starts in a second.
 from __future__ import annotations
 
 import os
+import queue
+import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,9 +243,16 @@ class EpisodeRunner:
                     self.lengths.append(step)
                     yield self.current
                     break
-                action, q, explored = self.policy(obs)
-                self.current = StepView(i + 1, self.episodes, step, score, obs, env.render(), q, action, explored, False)
-                yield self.current
+                if getattr(self.policy, "chooses_when_stepping", False):
+                    # A person decides after seeing the state: read the keys when the step is taken.
+                    self.current = StepView(i + 1, self.episodes, step, score, obs, env.render(), None, None, False, False)
+                    yield self.current
+                    action, q, explored = self.policy(obs)
+                else:
+                    # An agent's choice is shown with the state it was made in.
+                    action, q, explored = self.policy(obs)
+                    self.current = StepView(i + 1, self.episodes, step, score, obs, env.render(), q, action, explored, False)
+                    yield self.current
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 if self.demos is not None:
                     self.demos.add(obs, action, float(reward), terminated, truncated, info.get("lives"))
@@ -377,44 +388,77 @@ def surface_to_rgb(surface: pygame.Surface) -> np.ndarray:
 
 
 class VideoRecorder:
-    """An mp4 (fourcc mp4v) written with `cv2.VideoWriter`, finalized even when play is interrupted.
+    """An H.264 (yuv420p) mp4 that browsers play, streamed to ffmpeg and finalized even when play is interrupted.
 
-    Frames go to a hidden temp file next to `path`; `close()` (call it in a
-    `finally`, or use `with`) releases the writer, which writes the index a
-    player needs, and renames the file into place. A file is created only once
-    a frame has been written.
+    Frames are piped one by one (never a whole episode in memory) to the ffmpeg
+    binary that the `imageio-ffmpeg` wheel ships, which encodes them with
+    libx264 into a hidden temp file next to `path`. A small writer thread
+    feeds the pipe, so a Ctrl-C in the main thread can never land inside a
+    pipe write (imageio-ffmpeg kills ffmpeg then, leaving a file without its
+    index). `close()` (call it in a `finally`, or use `with`) ends the stream,
+    waits for ffmpeg to write the index (moved to the front, `+faststart`, so
+    a browser can start playing before the download ends) and renames the
+    file into place. A file is created only once a frame has been written.
+    yuv420p needs an even width and height: odd sizes are padded with black.
+
+    Without imageio-ffmpeg, or when its ffmpeg cannot start or lacks libx264,
+    `cv2.VideoWriter` writes MPEG-4 Part 2 (fourcc mp4v) instead, which
+    desktop players play but browsers do not; one warning line on stderr says
+    so and why.
     """
+
+    QUEUE_FRAMES = 4  # frames waiting for ffmpeg at most: bounds memory, lets encoding overlap play
+    _libx264: dict[str, bool] = {}  # ffmpeg executable -> has the libx264 encoder (asked once per process)
 
     def __init__(self, path: str | Path, fps: float):
         self.path = check_writable_file(path, "video")
         self.fps = float(fps)
         self.tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix or '.mp4'}")
-        self.writer: cv2.VideoWriter | None = None
+        self.writer: cv2.VideoWriter | None = None  # the mp4v fallback
         self.size: tuple[int, int] | None = None  # (width, height) as written
         self.frames = 0
+        self.codec: str | None = None  # "h264" or "mp4v" once the first frame opened a writer
+        self._queue: queue.Queue[bytes | None] | None = None  # frames for the ffmpeg writer thread
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None  # what stopped the writer thread
 
     def write(self, rgb: np.ndarray) -> None:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"a video frame is (H, W, 3) uint8 RGB, got shape {rgb.shape} dtype {rgb.dtype}")
         h, w = rgb.shape[:2]
-        if self.writer is None:
-            self.size = (w + w % 2, h + h % 2)  # MPEG-4 wants even sizes; cv2 would silently crop
-            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
-            if not self.writer.isOpened():
-                self.writer = None
-                raise UserError(f"cannot open a video writer for {str(self.path)!r} (opencv has no mp4v encoder, or the path is not writable)")
+        if self._thread is None and self.writer is None:
+            self.size = (w + w % 2, h + h % 2)  # yuv420p and mp4v want even sizes; pad, never crop
+            self._open()
         if (w, h) != self.size:
             rgb = cv2.copyMakeBorder(rgb, 0, self.size[1] - h, 0, self.size[0] - w, cv2.BORDER_CONSTANT, value=0)
-        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if self._thread is not None:
+            if self._error is not None:
+                raise self._fail()
+            self._queue.put(np.ascontiguousarray(rgb).tobytes())  # a copy: the caller may reuse its buffer
+        else:
+            self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         self.frames += 1
 
     def write_surface(self, surface: pygame.Surface) -> None:
         self.write(surface_to_rgb(surface))
 
     def close(self) -> Path | None:
-        """Finish the file; returns its path, or None if no frame was written."""
-        if self.writer is None:
+        """Finish the file; returns its path, or None if no frame was written.
+
+        Raises:
+            UserError: if ffmpeg failed and there is no playable file.
+        """
+        if self._thread is not None:
+            error = self._stop_thread()
+            if error is None and not (self.tmp.is_file() and self.tmp.stat().st_size > 0):
+                error = RuntimeError("it wrote no file")
+            if error is not None:
+                raise self._fail(error)
+        elif self.writer is not None:
+            self.writer.release()
+            self.writer = None
+        else:
             return None
-        self.writer.release()
-        self.writer = None
         os.replace(self.tmp, self.path)
         return self.path
 
@@ -423,6 +467,75 @@ class VideoRecorder:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _open(self) -> None:
+        reason = self._open_h264()
+        if reason is None:
+            self.codec = "h264"
+            return
+        print(f"warning: video {str(self.path)!r} is MPEG-4 Part 2 (mp4v), which browsers do not play: {reason}", file=sys.stderr)
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+        if not self.writer.isOpened():
+            self.writer = None
+            raise UserError(f"cannot open a video writer for {str(self.path)!r} ({reason}, and opencv has no mp4v encoder or the path is not writable)")
+        self.codec = "mp4v"
+
+    def _open_h264(self) -> str | None:
+        """Start ffmpeg and the thread that feeds it; None, or why H.264 cannot be written."""
+        try:
+            import imageio_ffmpeg
+        except ImportError:
+            return "imageio-ffmpeg is not installed (pip install imageio-ffmpeg)"
+        try:
+            exe = imageio_ffmpeg.get_ffmpeg_exe()
+            if exe not in VideoRecorder._libx264:
+                encoders = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=60).stdout
+                VideoRecorder._libx264[exe] = " libx264 " in encoders
+            if not VideoRecorder._libx264[exe]:
+                return f"the ffmpeg at {exe} has no libx264 encoder"
+            faststart = ["-movflags", "+faststart"] if self.tmp.suffix.lower() in (".mp4", ".m4v", ".mov") else []
+            gen = imageio_ffmpeg.write_frames(
+                str(self.tmp), self.size, fps=self.fps, codec="libx264", pix_fmt_out="yuv420p",
+                quality=None,  # libx264's own default (crf 23) keeps the HUD text crisp
+                macro_block_size=2,  # the size is already even: no rescaling by ffmpeg
+                ffmpeg_log_level="error", output_params=faststart,
+            )
+            gen.send(None)  # runs up to the first `yield`: ffmpeg is started
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+            return f"imageio-ffmpeg's ffmpeg cannot start ({e})"
+        self._queue = queue.Queue(maxsize=self.QUEUE_FRAMES)
+        self._error = None
+        self._thread = threading.Thread(target=self._feed, args=(gen,), name=f"ffmpeg {self.path.name}", daemon=True)
+        self._thread.start()
+        return None
+
+    def _feed(self, gen) -> None:
+        """The writer thread: frames from the queue to ffmpeg's stdin until None; then ffmpeg finishes the file."""
+        try:
+            while (frame := self._queue.get()) is not None:
+                gen.send(frame)
+        except BaseException as e:  # ffmpeg died (its own message went to stderr)
+            self._error = e
+            while self._queue.get() is not None:  # keep taking frames so write() never blocks
+                pass
+        finally:
+            gen.close()  # closes ffmpeg's stdin and waits while it writes the index
+
+    def _stop_thread(self) -> BaseException | None:
+        self._queue.put(None)
+        self._thread.join()
+        self._thread = self._queue = None
+        return self._error
+
+    def _fail(self, error: BaseException | None = None) -> UserError:
+        """Stop the writer, drop the temp file; the one-line error to raise."""
+        if self._thread is not None:
+            error = self._stop_thread() or error
+        self.tmp.unlink(missing_ok=True)
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return UserError(f"ffmpeg failed writing video {str(self.path)!r}: {first_line}")
 
 
 def record_episodes(
