@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    ?= runs/cartpole-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: train test test-all bench clean-venv
+.PHONY: train test test-all bench clean-venv x11-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,11 +19,19 @@ train: $(STAMP)
 	$(PY) play.py $(RUN) --headless --episodes 1 --record $(RUN)/cartpole.mp4
 	@echo "run saved in $(RUN); video: $(RUN)/cartpole.mp4; watch it: $(PY) play.py $(RUN)"
 
+# A real X server and a key sender for the real-window tests (Debian's xvfb and xdotool).
+x11-tools:
+	@command -v Xvfb >/dev/null && command -v xdotool >/dev/null || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get install -y -q xvfb xdotool >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q xvfb xdotool >/dev/null 2>&1; } || \
+	  echo "warning: could not install xvfb and xdotool; the real-window tests will be skipped"; }
+
 # Fast tests (the default); `make test-all` adds the slow learning checks.
-test: $(STAMP)
+test: $(STAMP) x11-tools
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) x11-tools
 	$(PY) -m pytest -q -m ''
 
 bench: $(STAMP)

@@ -171,6 +171,8 @@ def keyboard_mapping(env, env_id: str) -> Callable[[set[str]], int] | None:
 class HumanPolicy:
     """Reads the keyboard when an action is due; taps shorter than a frame still count."""
 
+    chooses_when_stepping = True  # the keys held when the step is taken decide it, not those of the frame before
+
     def __init__(self, mapping: Callable[[set[str]], int]):
         import pygame
 
@@ -372,13 +374,30 @@ def _run_headless(runner, names, recordings, scale, hud, title, on_view) -> None
             on_view(view, None)
 
 
+def keep_sdl_off_opengl() -> None:
+    """Make SDL draw the window with its software framebuffer, never through OpenGL.
+
+    With TensorFlow in the process, SDL's default accelerated framebuffer on X11
+    goes through Mesa's OpenGL (llvmpipe on VMs, WSL, remote desktops, many
+    desktops), whose LLVM calls resolve into the LLVM copy that
+    libtensorflow_framework.so carries: a segmentation fault in
+    `pygame.display.set_mode`. A 2D game view loses nothing without OpenGL.
+    Call before pygame opens a window; a user's own setting of either
+    variable is kept.
+    """
+    os.environ.setdefault("SDL_FRAMEBUFFER_ACCELERATION", "0")  # the window surface: X11 shared memory, no renderer
+    os.environ.setdefault("SDL_RENDER_DRIVER", "software")  # should anything create an SDL renderer
+
+
 def _run_window(runner, policy, names, recordings, scale, hud, title, fps, shot_dir, slug, on_view) -> None:
     import pygame
 
     from agent import recording as rec
 
     pause_keys = (pygame.K_p,) if isinstance(policy, HumanPolicy) else (pygame.K_SPACE, pygame.K_p)
+    keep_sdl_off_opengl()
     pygame.display.init()
+    pending: list = []  # events not handled yet: keys act in the order they were typed, even after a `.` step
     try:
         views = iter(runner)
         screen = None
@@ -408,7 +427,9 @@ def _run_window(runner, policy, names, recordings, scale, hud, title, fps, shot_
             pygame.display.flip()
 
             step_once = False
-            for event in pygame.event.get():
+            pending.extend(pygame.event.get())
+            while pending and not step_once:  # after `.`, later keys wait for the step to be shown
+                event = pending.pop(0)
                 if event.type == pygame.QUIT:
                     return
                 if event.type != pygame.KEYDOWN:

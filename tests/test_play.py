@@ -290,8 +290,8 @@ def test_human_play_reads_keys_and_saves_demos(tmp_path):
 
     scores, stopped = play.play(env_id="CartPole-v1", human=True, episodes=1, fps=1000, save_demos=str(path), on_view=keys)
     with np.load(path, allow_pickle=False) as d:
-        # the key pressed while frame k shows chooses the action from state k+1 (the HUD shows it with k+1)
-        assert d["actions"].tolist()[1:] == [0] * 5 + [1] * 3
+        # the key pressed while frame k shows is the action taken from state k
+        assert d["actions"].tolist() == [0] * 5 + [1] * 4
         assert d["truncated"].tolist() == [False] * 8 + [True], "quitting cuts the episode: truncated, not terminal"
         assert not d["terminated"].any()
 
