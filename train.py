@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import click  # noqa: E402
 
-from agent.errors import UserError  # noqa: E402
+from agent.errors import UserError, command  # noqa: E402
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,7 +58,7 @@ def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, ev
         sys.exit(2)
     except KeyboardInterrupt:
         where = resume_dir or run_dir
-        hint = f"; continue from the last complete checkpoint with: python train.py --resume {where}" if where else ""
+        hint = f"; continue from the last complete checkpoint with: {command('train')} --resume {where}" if where else ""
         click.echo(f"\ninterrupted{hint}", err=True)
         sys.exit(130)
     sys.exit(0 if result else 1)
@@ -125,6 +125,9 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
 
     verb = "resuming" if resuming else "training"
     click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} env steps (seed {cfg.seed}) -> {path}")
+    from agent.device import describe_device
+
+    click.echo(f"device: {describe_device()}")
     from replay import ReplayMemoryError
 
     try:
@@ -151,7 +154,7 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     if result.solved_at is not None:
         click.echo(f"  first solved   at env step {result.solved_at:,}")
     click.echo(f"  run saved to   {path}")
-    click.echo(f"  watch it       python play.py {path}")
+    click.echo(f"  watch it       {command('play')} {path}")
     return True
 
 

@@ -52,7 +52,7 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.core.util import event_pb2  # noqa: E402
 
 from agent.config import DQNConfig  # noqa: E402
-from agent.errors import UserError  # noqa: E402
+from agent.errors import UserError, command  # noqa: E402
 from replay import FrameReplayBuffer, ReplayMemoryError  # noqa: E402
 
 CHECKPOINT_FORMAT = 1
@@ -604,7 +604,7 @@ class Checkpoints:
             previous = f"the previous checkpoint ({self.last_name}) is kept" if self.last_name else "no earlier checkpoint exists"
             raise CheckpointError(
                 f"cannot write checkpoint {name} in {self.root}: {reason}; {previous}; "
-                f"free some space and continue with: python train.py --resume {self.run_dir}"
+                f"free some space and continue with: {command('train')} --resume {self.run_dir}"
             ) from None
         finally:
             if tmp is not None:

@@ -17,7 +17,14 @@ from typing import Any
 
 from agent.errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def _config_dir() -> Path:
+    """configs/ beside the packages in a checkout; agent/configs/ (package data) in an installed wheel."""
+    here = Path(__file__).resolve().parent
+    installed = here / "configs"
+    return installed if installed.is_dir() else here.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 @dataclass(frozen=True)
@@ -35,12 +42,14 @@ class DQNConfig:
     network: str = "auto"  # "mlp", "nature_cnn" or "auto" (MLP for vectors, CNN for images)
     hidden_sizes: tuple[int, ...] = (64, 64)  # MLP torso widths (units)
     dueling: bool = False  # dueling value/advantage head (Wang et al. 2016)
+    layer_norm: bool = False  # LayerNorm before each hidden ReLU of the MLP torso (Ba et al. 2016; Gallici et al. 2024)
     init_from: str | None = None  # a torso pretrained by `python -m classic pretrain` (.keras) to start from
     demos: str | None = None  # a `play.py --save-demos` file put into the replay before the first env step
 
     # --- learning ---
     optimizer: str = "adam"  # "adam" or "rmsprop"
     learning_rate: float = 1e-3  # optimizer step size
+    learning_rate_end: float | None = None  # if set, the step size moves linearly to this by total_steps (env steps)
     adam_epsilon: float = 1e-7  # Adam's epsilon (Keras default; Dopamine uses 1.5e-4 on Atari)
     batch_size: int = 64  # transitions per update
     gamma: float = 0.99  # discount per env step
@@ -48,7 +57,8 @@ class DQNConfig:
     loss: str = "huber"  # "huber" (Mnih et al. 2015) or "mse" (the chapter)
     max_grad_norm: float = 10.0  # global-norm gradient clipping; 0 disables it
     double_dqn: bool = True  # Double DQN targets (van Hasselt et al. 2016)
-    target_update_period: int = 500  # env steps between hard target syncs; 0 = no target network
+    target_update_period: int = 500  # env steps between target syncs; 0 = no target network
+    target_tau: float = 1.0  # at each sync: target <- tau * online + (1 - tau) * target (1 = a hard copy)
     jit_compile: bool = True  # compile the update with XLA
 
     # --- replay ---
@@ -71,6 +81,7 @@ class DQNConfig:
     eval_every: int = 5_000  # env steps between greedy evaluations; 0 = only at the end
     eval_episodes: int = 10  # episodes per evaluation
     eval_epsilon: float = 0.0  # exploration during evaluation
+    final_eval_episodes: int = 0  # episodes of the evaluation at the end of training; 0 = eval_episodes
     log_every: int = 1_000  # env steps between progress.csv / TensorBoard rows
     checkpoint_every: int = 10_000  # env steps between checkpoints; 0 = only at the end
     stop_on_solve: bool = False  # end training at the first evaluation >= solve_return
@@ -218,10 +229,14 @@ def validate(cfg: DQNConfig) -> DQNConfig:
         if not ok:
             raise UserError(f"invalid config: {message}")
 
-    for name in ("learning_rate", "gamma", "epsilon_start", "epsilon_end", "eval_epsilon", "max_grad_norm", "adam_epsilon"):
+    for name in ("learning_rate", "target_tau", "gamma", "epsilon_start", "epsilon_end", "eval_epsilon", "max_grad_norm", "adam_epsilon"):
         value = getattr(cfg, name)
         need(math.isfinite(value), f"{name} must be a finite number, got {value}")
     need(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")
+    if cfg.learning_rate_end is not None:
+        need(math.isfinite(cfg.learning_rate_end) and 0 < cfg.learning_rate_end <= cfg.learning_rate,
+             f"learning_rate_end must be in (0, learning_rate={cfg.learning_rate}], got {cfg.learning_rate_end}")
+    need(0.0 < cfg.target_tau <= 1.0, f"target_tau must be in (0, 1], got {cfg.target_tau}")
     need(cfg.adam_epsilon > 0, f"adam_epsilon must be > 0, got {cfg.adam_epsilon}")
     need(0.0 <= cfg.gamma <= 1.0, f"gamma must be in [0, 1], got {cfg.gamma}")
     need(1 <= cfg.n_steps <= 100, f"n_steps must be in 1..100 env steps, got {cfg.n_steps}")
@@ -254,6 +269,7 @@ def validate(cfg: DQNConfig) -> DQNConfig:
     for name in ("eval_every", "log_every", "checkpoint_every", "record_every"):
         need(getattr(cfg, name) >= 0, f"{name} must be >= 0 env steps, got {getattr(cfg, name)}")
     need(cfg.eval_episodes >= 1, f"eval_episodes must be >= 1, got {cfg.eval_episodes}")
+    need(cfg.final_eval_episodes >= 0, f"final_eval_episodes must be >= 0 (0: eval_episodes), got {cfg.final_eval_episodes}")
     if cfg.terminal_reward is not None:
         need(math.isfinite(cfg.terminal_reward), f"terminal_reward must be finite, got {cfg.terminal_reward}")
     return cfg

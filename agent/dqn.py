@@ -49,7 +49,7 @@ class DQNAgent:
         self.obs_shape = tuple(obs_shape)
         self.obs_dtype = np.dtype(obs_dtype)
         self.num_actions = int(num_actions)
-        net = dict(kind=cfg.network, hidden_sizes=cfg.hidden_sizes, dueling=cfg.dueling)
+        net = dict(kind=cfg.network, hidden_sizes=cfg.hidden_sizes, dueling=cfg.dueling, layer_norm=cfg.layer_norm)
         self.online = build_q_network(self.obs_shape, self.obs_dtype, self.num_actions, name="online", **net)
         # No target network (target_update_period = 0, as in the chapter): targets come from the online one.
         self.target = build_q_network(self.obs_shape, self.obs_dtype, self.num_actions, name="target", **net) if cfg.target_update_period > 0 else None
@@ -99,10 +99,20 @@ class DQNAgent:
         if self._numpy_policy is not None:
             self._numpy_policy.refresh()
 
-    def sync_target(self) -> None:
-        """Copy the online weights into the target network (a hard update)."""
-        if self.target is not None:
+    def sync_target(self, tau: float = 1.0) -> None:
+        """Move the target weights towards the online ones: `tau = 1` copies them (a hard update,
+        Mnih et al. 2015); `tau < 1` is Polyak averaging (Lillicrap et al. 2016)."""
+        if self.target is None:
+            return
+        if tau >= 1.0:
             self.target.set_weights(self.online.get_weights())
+            return
+        for t, o in zip(self.target.weights, self.online.weights):
+            t.assign(tau * o + (1.0 - tau) * t)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Set the optimizer's step size (a schedule calls this between learner calls)."""
+        self.optimizer.learning_rate.assign(learning_rate)
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Run gradient steps on one batch `(B, ...)` or on stacked batches `(K, B, ...)`.

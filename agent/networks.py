@@ -56,6 +56,7 @@ def build_q_network(
     hidden_sizes: tuple[int, ...] = (64, 64),
     dueling: bool = False,
     name: str = "q_network",
+    layer_norm: bool = False,
 ) -> keras.Model:
     """Build a functional Keras Q-network mapping observations to one Q-value per action.
 
@@ -66,6 +67,7 @@ def build_q_network(
         kind: "mlp", "nature_cnn" or "auto".
         hidden_sizes: MLP torso widths (ignored by the CNN).
         dueling: use a dueling head instead of a single linear layer.
+        layer_norm: LayerNorm before each ReLU of the MLP torso.
     """
     kind = resolve_network_kind(kind, obs_shape)
     inputs = keras.Input(shape=obs_shape, dtype=str(np.dtype(obs_dtype)), name="obs")
@@ -73,7 +75,7 @@ def build_q_network(
     if np.dtype(obs_dtype) == np.uint8:
         x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(x)
     if kind == "mlp":
-        torso = mlp_torso(hidden_sizes)
+        torso = mlp_torso(hidden_sizes, layer_norm=layer_norm)
     elif kind == "nature_cnn":
         if len(obs_shape) != 3:
             raise ValueError(f"nature_cnn needs image observations (H, W, C), got shape {obs_shape}")
@@ -107,6 +109,12 @@ class NumpyMLPPolicy:
             if isinstance(layer, keras.layers.Dense):
                 if layer.activation not in (keras.activations.relu, keras.activations.linear):
                     return False
+            elif isinstance(layer, keras.layers.Activation):
+                if layer.activation is not keras.activations.relu:
+                    return False
+            elif isinstance(layer, keras.layers.LayerNormalization):
+                if not (layer.center and layer.scale and tuple(layer.axis) in ((-1,), (len(layer.input.shape) - 1,))):
+                    return False
             elif not isinstance(layer, (keras.layers.InputLayer, keras.layers.Flatten, DuelingHead, keras.layers.Rescaling)):
                 return False
         return True
@@ -121,6 +129,11 @@ class NumpyMLPPolicy:
             elif isinstance(layer, keras.layers.Dense):
                 kernel, bias = (np.asarray(w) for w in layer.get_weights())
                 self.steps.append(("dense", (kernel, bias, layer.activation is keras.activations.relu)))
+            elif isinstance(layer, keras.layers.LayerNormalization):
+                gamma, beta = (np.asarray(w) for w in layer.get_weights())
+                self.steps.append(("layer_norm", (gamma, beta, float(layer.epsilon))))
+            elif isinstance(layer, keras.layers.Activation):
+                self.steps.append(("relu", None))
             elif isinstance(layer, DuelingHead):
                 vk, vb = (np.asarray(w) for w in layer.value.get_weights())
                 ak, ab = (np.asarray(w) for w in layer.advantage.get_weights())
@@ -138,6 +151,13 @@ class NumpyMLPPolicy:
                 x = x @ kernel + bias
                 if relu:
                     x = np.maximum(x, 0.0)
+            elif kind == "layer_norm":
+                gamma, beta, eps = params
+                mean = x.mean(axis=-1, keepdims=True)
+                var = x.var(axis=-1, keepdims=True)
+                x = (x - mean) / np.sqrt(var + eps) * gamma + beta
+            elif kind == "relu":
+                x = np.maximum(x, 0.0)
             else:
                 vk, vb, ak, ab = params
                 a = x @ ak + ab

@@ -29,7 +29,7 @@ from agent.checkpoints import (  # noqa: E402
 )
 from agent.config import DQNConfig  # noqa: E402
 from agent.dqn import DQNAgent, NonFiniteLossError  # noqa: E402
-from agent.errors import UserError  # noqa: E402
+from agent.errors import UserError, command  # noqa: E402
 from agent.evaluation import evaluate  # noqa: E402
 from agent.schedules import chapter_episode_epsilon, linear  # noqa: E402
 from envs import is_atari, make_env, obs_signature, reward_threshold, same_env  # noqa: E402
@@ -266,6 +266,7 @@ def train(
     agent = build_agent(cfg.replace(init_from=None) if resume else cfg, env)  # a resume takes its weights from the checkpoint
     replay = make_replay(cfg, obs_shape, obs_dtype)
     epsilon_at, epsilon_counts = epsilon_schedule(cfg)
+    learning_rate_at = linear(cfg.learning_rate, cfg.learning_rate_end if cfg.learning_rate_end is not None else cfg.learning_rate, cfg.total_steps)
     solve_return = cfg.solve_return if cfg.solve_return is not None else reward_threshold(cfg.env_id)
     store = Checkpoints(run_dir, cfg, agent, replay, env, keep=keep, save_replay=save_replay)
 
@@ -300,7 +301,7 @@ def train(
             })
         except OSError as e:
             raise UserError(f"cannot write model.keras/meta.json in {run_dir}: {e.strerror or e}; "
-                            f"the checkpoint {store.last_name} is complete; continue with: python train.py --resume {run_dir}") from None
+                            f"the checkpoint {store.last_name} is complete; continue with: {command('train')} --resume {run_dir}") from None
 
     bar = _progress_bar(cfg.total_steps, progress, initial=s.step)
     start = time.perf_counter() - s.wall_seconds  # wall time counts on across sessions
@@ -330,11 +331,13 @@ def train(
 
                 # 3. learn every train_freq env steps, once there is enough experience
                 if step >= cfg.learning_starts and step % cfg.train_freq == 0 and len(replay) >= cfg.batch_size:
+                    if cfg.learning_rate_end is not None:
+                        agent.set_learning_rate(learning_rate_at(step))
                     s.metrics = agent.update(replay.sample_many(cfg.gradient_steps, cfg.batch_size))
 
-                # 4. hard target sync (Mnih et al. 2015)
+                # 4. target sync: a hard copy (Mnih et al. 2015) or a Polyak step (target_tau < 1)
                 if cfg.target_update_period and step % cfg.target_update_period == 0:
-                    agent.sync_target()
+                    agent.sync_target(cfg.target_tau)
 
                 # 5. evaluate greedily on a separate env (its time is kept apart)
                 eval_row = None
@@ -388,17 +391,20 @@ def train(
             if stop.signum is not None:
                 raise TrainingInterrupted(
                     f"{stop.name} at env step {s.step:,}: checkpoint {store.last_name} saved in {run_dir}; "
-                    f"continue with: python train.py --resume {run_dir}", signum=stop.signum)
+                    f"continue with: {command('train')} --resume {run_dir}", signum=stop.signum)
             if paused:
                 env.close()
                 eval_env.close()
                 return TrainResult(run_dir, s.step, s.episodes, agent.num_updates, time.perf_counter() - start - s.eval_seconds,
                                    s.eval_seconds, None, s.evaluations, s.solved_at, finished=False)
 
+            # The final evaluation judges the network the run ends with (model.keras), with
+            # final_eval_episodes episodes: ten greedy CartPole episodes can hide a policy that fails one time in five.
             final = s.last_eval
-            if s.last_eval_step != s.step:
+            final_episodes = cfg.final_eval_episodes or cfg.eval_episodes
+            if s.last_eval_step != s.step or final_episodes != cfg.eval_episodes:
                 t0 = time.perf_counter()
-                final = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_epsilon, seed=cfg.seed + 20_000)
+                final = evaluate(agent, eval_env, final_episodes, cfg.eval_epsilon, seed=cfg.seed + 20_000)
                 s.eval_seconds += time.perf_counter() - t0
     except NonFiniteLossError as e:
         kept = f"the last good checkpoint ({store.last_name}) is kept in {run_dir}" if store.last_step is not None else "no checkpoint had been saved yet"
@@ -410,7 +416,7 @@ def train(
 
     train_seconds = time.perf_counter() - start - s.eval_seconds
     run_files.atomic_write_json(run_dir / "eval.json", {
-        "env_id": cfg.env_id, "env_step": s.step, "episodes": cfg.eval_episodes, "epsilon": cfg.eval_epsilon,
+        "env_id": cfg.env_id, "env_step": s.step, "episodes": len(final["returns"]), "epsilon": cfg.eval_epsilon,
         "solve_return": solve_return, "solved": solve_return is not None and final["mean"] >= solve_return, **final,
         "best": max(s.evaluations, key=lambda e: e["mean"]) if s.evaluations else None,  # best_model.keras
     })

@@ -18,15 +18,26 @@ NATURE_CNN_CONVS: tuple[tuple[int, int, int], ...] = ((32, 8, 4), (64, 4, 2), (6
 NATURE_CNN_DENSE = 512
 
 
-def dense_stack(units: Sequence[int], activation: str = "relu", name: str = "dense") -> list[keras.layers.Layer]:
+def dense_stack(units: Sequence[int], activation: str = "relu", name: str = "dense", layer_norm: bool = False) -> list[keras.layers.Layer]:
     """Fully connected layers of the given widths, each followed by `activation`.
 
     Args:
         units: width of each hidden layer, first to last.
         activation: Keras activation name applied after each layer.
         name: prefix of the layer names (`{name}_0`, `{name}_1`, ...).
+        layer_norm: normalise each layer's pre-activations (Ba et al. 2016),
+            as Gallici et al. (2024) do to keep TD learning stable.
     """
-    return [keras.layers.Dense(u, activation=activation, name=f"{name}_{i}") for i, u in enumerate(units)]
+    if not layer_norm:
+        return [keras.layers.Dense(u, activation=activation, name=f"{name}_{i}") for i, u in enumerate(units)]
+    layers: list[keras.layers.Layer] = []
+    for i, u in enumerate(units):
+        layers += [
+            keras.layers.Dense(u, name=f"{name}_{i}"),
+            keras.layers.LayerNormalization(name=f"{name}_{i}_norm"),
+            keras.layers.Activation(activation, name=f"{name}_{i}_{activation}"),
+        ]
+    return layers
 
 
 def conv_stack(
@@ -60,6 +71,6 @@ def nature_cnn_torso(name: str = "torso") -> list[keras.layers.Layer]:
     ]
 
 
-def mlp_torso(hidden_sizes: Sequence[int], name: str = "torso") -> list[keras.layers.Layer]:
+def mlp_torso(hidden_sizes: Sequence[int], name: str = "torso", layer_norm: bool = False) -> list[keras.layers.Layer]:
     """A flatten followed by ReLU dense layers: the torso of the vector-observation Q-network."""
-    return [keras.layers.Flatten(name=f"{name}_flatten"), *dense_stack(hidden_sizes, name=f"{name}_dense")]
+    return [keras.layers.Flatten(name=f"{name}_flatten"), *dense_stack(hidden_sizes, name=f"{name}_dense", layer_norm=layer_norm)]

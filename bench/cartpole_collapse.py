@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Why does a CartPole agent that solved the task lose it again? One seed, looked at every `--every` env steps.
+
+Trains one seed in slices (`train(pause_at=...)`, then an exact resume), and
+after each slice reports about the network at that moment:
+
+- greedy return over 10 episodes, and how those episodes ended: the pole fell
+  (|angle| > 12 degrees), the cart left the track (|x| > 2.4) or the 500-step
+  time limit;
+- the mean greedy Q-value and the mean action gap |Q(s, left) - Q(s, right)|
+  on the states those episodes visited;
+- the replay memory: the share of its transitions that are terminal, and of
+  those, how many ended with the cart off the track.
+
+    python bench/cartpole_collapse.py --seed 2 [--set key=value ...] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import click  # noqa: E402
+import numpy as np  # noqa: E402
+
+X_LIMIT = 2.4  # CartPole-v1: the cart leaves the track beyond this (m)
+ANGLE_LIMIT = 12 * 2 * np.pi / 360  # the pole has fallen beyond this (rad)
+
+
+def greedy_episodes(q_fn, env, episodes: int, seed: int) -> dict:
+    """Greedy episodes: returns, how each ended, and the Q-values met on the way."""
+    returns, ends, q_max, gaps = [], {"pole": 0, "cart": 0, "time": 0}, [], []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        total, done = 0.0, False
+        while not done:
+            q = q_fn(obs[None])[0]
+            q_max.append(float(q.max()))
+            gaps.append(float(abs(q[0] - q[1])))
+            obs, reward, terminated, truncated, _ = env.step(int(q.argmax()))
+            total += float(reward)
+            done = terminated or truncated
+        if truncated and not terminated:
+            ends["time"] += 1
+        elif abs(obs[0]) > X_LIMIT:
+            ends["cart"] += 1
+        else:
+            ends["pole"] += 1
+        returns.append(total)
+    return {"mean": float(np.mean(returns)), "ends": ends, "q_max": float(np.mean(q_max)), "gap": float(np.mean(gaps)),
+            "gap_median": float(np.median(gaps))}
+
+
+def replay_terminals(run_dir: Path, size: int, recent: int) -> dict:
+    """The replay memory of the newest checkpoint (one row per env step; CartPole's never wraps in 50,000).
+
+    Returns the terminal share over all rows and over the `recent` newest,
+    and the share of terminals that were the cart leaving the track.
+    """
+    folder = sorted((run_dir / "checkpoints").glob("step-*"))[-1] / "replay"
+    terminated = np.load(folder / "terminated.npy").astype(bool)[:size]
+    next_x = np.load(folder / "next_obs.npy")[:size, 0]
+    cart = float((np.abs(next_x[terminated]) > X_LIMIT).mean()) if terminated.any() else None
+    return {"terminal_share": float(terminated.mean()), "recent_terminal_share": float(terminated[-recent:].mean()),
+            "cart_share_of_terminals": cart}
+
+
+@click.command()
+@click.option("--seed", type=int, default=2, show_default=True)
+@click.option("--preset", default="cartpole", show_default=True)
+@click.option("--every", type=int, default=2_500, show_default=True, help="Env steps between looks.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
+def main(seed, preset, every, overrides, as_json):
+    from agent import config as config_lib
+    from agent.presets import resolve_config
+    from agent.recording import keras_q_fn
+    from agent.run_dir import load_model
+    from agent.training import train
+    from envs import make_env
+
+    cfg = resolve_config(preset=preset, overrides=config_lib.parse_overrides(overrides)).replace(
+        seed=seed, eval_every=0, eval_episodes=1, checkpoint_every=0, record_every=0)
+    env = make_env(cfg.env_id, seed=seed + 10_000, mode="eval")
+    rows = []
+    click.echo(f"preset {preset} {' '.join(overrides)} seed {seed}: a look every {every:,} env steps")
+    click.echo(f"{'env step':>8}  {'greedy':>6}  {'pole/cart/time ends':>19}  {'max Q':>6}  {'|gap|':>6}  {'replay terminal: all':>20}  {'newest':>6}  {'cart ends':>9}")
+    with tempfile.TemporaryDirectory(prefix="cartpole-collapse-") as tmp:
+        run = Path(tmp)
+        for stop in range(every, cfg.total_steps + 1, every):
+            train(cfg.replace(total_steps=cfg.total_steps + 1), run, progress=False, resume=stop > every, keep=1, pause_at=stop)
+            look = greedy_episodes(keras_q_fn(load_model(run)), env, 10, seed + 20_000)
+            mem = replay_terminals(run, stop, every)
+            row = {"env_step": stop, **look, **mem}
+            rows.append(row)
+            e = look["ends"]
+            cart = "-" if mem["cart_share_of_terminals"] is None else f"{mem['cart_share_of_terminals']:.0%}"
+            click.echo(f"{stop:>8,}  {look['mean']:>6.1f}  {e['pole']:>7}/{e['cart']}/{e['time']:<9}  {look['q_max']:>6.1f}  {look['gap']:>6.2f}  "
+                       f"{mem['terminal_share']:>20.2%}  {mem['recent_terminal_share']:>6.2%}  {cart:>9}")
+    if as_json:
+        click.echo(json.dumps({"preset": preset, "overrides": list(overrides), "seed": seed, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
