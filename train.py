@@ -114,12 +114,13 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
 
     from agent import run_dir as run_files
 
+    replaced = None  # with --force: the old run, kept aside until the new one has a complete checkpoint
     if resuming:
         path = Path(resume_dir)
     else:
         if run_dir is None:
             run_dir = Path("runs") / f"{preset_name_for_env(cfg.env_id)}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path = run_files.prepare_run_dir(run_dir, force=force)
+        path, replaced = run_files.prepare_run_dir(run_dir, force=force)
 
     from agent.training import TrainingInterrupted, TrainingStopped, train
 
@@ -141,9 +142,11 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
         click.echo(f"\n{e}", err=True)
         sys.exit(128 + e.signum if e.signum in (signal.SIGINT, signal.SIGTERM) else 130)
     except (UserError, ReplayMemoryError) as e:
-        if not resuming and not any(path.iterdir()):  # failed before writing anything: leave no empty run behind
+        if not resuming and replaced is None and not any(path.iterdir()):  # failed before writing anything: leave no empty run behind
             path.rmdir()
         raise UserError(str(e)) from None
+    finally:
+        run_files.settle_replaced(path, replaced)
     ev = result.final_eval
     steps_per_s = result.env_steps / max(result.train_seconds, 1e-9)
     click.echo("")

@@ -23,7 +23,7 @@ from replay import Batch  # noqa: E402
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite: the weights are no longer usable."""
+    """A loss or gradient became NaN or infinite; it was not applied, so the weights are still finite."""
 
 
 def make_optimizer(cfg: DQNConfig) -> keras.optimizers.Optimizer:
@@ -122,24 +122,28 @@ class DQNAgent:
             over the steps taken.
 
         Raises:
-            NonFiniteLossError: if the loss is NaN or infinite.
+            NonFiniteLossError: if a loss or gradient norm is NaN or infinite;
+                that update and the ones after it in the call are not applied.
         """
         if batch.discounts is None:  # a one-step batch made by hand
             batch = batch._replace(discounts=(self.cfg.gamma * (1.0 - np.asarray(batch.terminated, np.float32))).astype(np.float32))
         if np.ndim(batch.actions) == 1:
             batch = Batch(*(np.expand_dims(x, 0) for x in batch))
-        loss, q_mean, grad_norm = self._update_fn(
+        loss, q_mean, grad_norm, applied, bad_loss, bad_grad_norm = self._update_fn(
             tf.convert_to_tensor(batch.obs),
             tf.convert_to_tensor(batch.actions, dtype=tf.int32),
             tf.convert_to_tensor(batch.rewards, dtype=tf.float32),
             tf.convert_to_tensor(batch.next_obs),
             tf.convert_to_tensor(batch.discounts, dtype=tf.float32),
         )
-        self.num_updates += int(batch.actions.shape[0])
-        loss = float(loss)
-        if not np.isfinite(loss):
-            raise NonFiniteLossError(f"loss became {loss} after update {self.num_updates}")
+        applied = int(applied)
+        self.num_updates += applied
         self.refresh_acting_copy()
+        if applied < int(batch.actions.shape[0]):
+            bad_loss, bad_grad_norm = float(bad_loss), float(bad_grad_norm)
+            what = f"loss became {bad_loss}" if not np.isfinite(bad_loss) else f"gradient norm became {bad_grad_norm}"
+            raise NonFiniteLossError(f"{what} at update {self.num_updates + 1} (not applied: the weights are those of the update before)")
+        loss = float(loss)
         return {"loss": loss, "q_mean": float(q_mean), "grad_norm": float(grad_norm)}
 
     def td_targets(self, rewards, next_obs, discounts):
@@ -172,16 +176,36 @@ class DQNAgent:
                 loss = tf.reduce_mean(error**2)
         grads = tape.gradient(loss, variables)
         grad_norm = tf.linalg.global_norm(grads)
+        # A NaN/Inf loss or gradient is never applied: the weights stay as they were, finite,
+        # and the caller stops training (a checkpoint taken then holds usable weights).
+        finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
         if self.cfg.max_grad_norm > 0:
             grads, _ = tf.clip_by_global_norm(grads, self.cfg.max_grad_norm, use_norm=grad_norm)
-        self.optimizer.apply(grads, variables)
-        return loss, tf.reduce_mean(q_taken), grad_norm
+
+        def apply():
+            self.optimizer.apply(grads, variables)
+            return tf.constant(True)
+
+        tf.cond(finite, apply, lambda: tf.constant(False))
+        return loss, tf.reduce_mean(q_taken), grad_norm, finite
 
     def _update_many(self, obs, actions, rewards, next_obs, discounts):
+        """Up to K updates; stops at the first non-finite one, which is not applied.
+
+        Returns the mean loss, Q(s, a) and gradient norm over the updates
+        applied, the number applied, and the loss and gradient norm of the
+        refused update (0 when none was refused).
+        """
         steps = tf.shape(actions)[0]
         totals = (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0))
+        applied = tf.constant(0)
+        bad = (tf.constant(0.0), tf.constant(0.0))
         for i in tf.range(steps):
-            out = self._train_step(obs[i], actions[i], rewards[i], next_obs[i], discounts[i])
-            totals = tuple(t + o for t, o in zip(totals, out))
-        n = tf.cast(steps, tf.float32)
-        return tuple(t / n for t in totals)
+            loss, q_mean, grad_norm, finite = self._train_step(obs[i], actions[i], rewards[i], next_obs[i], discounts[i])
+            if not finite:
+                bad = (loss, grad_norm)
+                break
+            totals = tuple(t + o for t, o in zip(totals, (loss, q_mean, grad_norm)))
+            applied += 1
+        n = tf.cast(tf.maximum(applied, 1), tf.float32)
+        return (*(t / n for t in totals), applied, *bad)

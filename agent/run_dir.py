@@ -59,8 +59,16 @@ def holds_run(path: Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in (*RUN_FILES, "checkpoints", "progress.csv"))
 
 
-def prepare_run_dir(path: str | Path, force: bool = False) -> Path:
+def prepare_run_dir(path: str | Path, force: bool = False) -> tuple[Path, Path | None]:
     """Create the run directory, refusing to overwrite an existing run unless `force`.
+
+    With `force`, the old run is not deleted here: it is renamed aside (a
+    hidden sibling) and `settle_replaced` later deletes it once the new run
+    holds a complete checkpoint, or puts it back if the new run was refused
+    or failed before that. So a refusal never costs the old run.
+
+    Returns:
+        The run directory, and where the old run waits (None if there was none).
 
     Raises:
         UserError: if it holds a run and `force` is false, or cannot be written.
@@ -68,20 +76,42 @@ def prepare_run_dir(path: str | Path, force: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"run directory {str(path)!r} is a file; choose another --run-dir")
+    aside = None
     if holds_run(path):
         if not force:
             raise UserError(f"{str(path)!r} already holds a run; choose another --run-dir or pass --force to replace it")
-        import shutil
-
-        shutil.rmtree(path)
+        aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
+        try:
+            os.rename(path, aside)
+        except OSError as e:
+            raise UserError(f"cannot replace the run in {str(path)!r}: {e.strerror}") from None
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
+        settle_replaced(path, aside)
         raise UserError(f"cannot write the run directory {str(path)!r}: {e.strerror}") from None
-    return path
+    return path, aside
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether the run holds at least one complete (sealed) checkpoint."""
+    return any((run_dir / "checkpoints").glob("step-*/manifest.json"))
+
+
+def settle_replaced(path: Path, aside: Path | None) -> None:
+    """After a `--force` start: drop the old run if the new one has a complete checkpoint, else restore it."""
+    if aside is None or not aside.exists():
+        return
+    import shutil
+
+    if path.is_dir() and has_checkpoint(path):
+        shutil.rmtree(aside)
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    os.rename(aside, path)
 
 
 def save_config(run_dir: Path, cfg: DQNConfig) -> None:

@@ -113,3 +113,29 @@ def test_non_finite_loss_is_reported():
     b = b._replace(rewards=np.full(32, np.inf, np.float32))
     with pytest.raises(NonFiniteLossError):
         agent.update(b)
+
+
+def test_non_finite_gradient_is_never_applied():
+    """A NaN reward in the last update of a call: the earlier updates apply, that one does not, the weights stay finite."""
+    import keras
+
+    def with_discounts(b):
+        return b._replace(discounts=(0.99 * (1.0 - b.terminated)).astype(np.float32))
+
+    def stack(batches):
+        return Batch(*(np.stack(parts) for parts in zip(*batches)))
+
+    rng = np.random.default_rng(9)
+    good = [with_discounts(random_batch(rng)) for _ in range(3)]
+    bad = with_discounts(random_batch(rng))._replace(rewards=np.full(32, np.nan, np.float32))
+    keras.utils.set_random_seed(0)
+    agent = make_agent()
+    keras.utils.set_random_seed(0)
+    reference = make_agent()
+    reference.update(stack(good))  # the same three good updates alone
+    with pytest.raises(NonFiniteLossError, match="not applied"):
+        agent.update(stack([*good, bad]))
+    assert agent.num_updates == 3
+    for w, r in zip(agent.online.get_weights(), reference.online.get_weights()):
+        assert np.isfinite(w).all()
+        np.testing.assert_allclose(w, r, rtol=1e-5, atol=1e-6)

@@ -153,3 +153,37 @@ def test_best_model_is_the_best_evaluation(tmp_path):
 
     eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval")
     assert evaluate(agent, eval_env, cfg.eval_episodes, seed=cfg.seed + 20_000)["mean"] == best["mean"]
+
+
+def tree_bytes(root) -> dict:
+    """Every file under `root` with its bytes: a run compared byte for byte."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_force_keeps_the_old_run_when_the_new_one_is_refused(tmp_path, tiny_run):
+    """--force replaces a run only once the new one has a complete checkpoint; every refusal leaves it as it was."""
+    import shutil
+
+    import keras
+
+    _, finished, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    before = tree_bytes(run)
+    no_torso = tmp_path / "no_torso.keras"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="head")]).save(no_torso)
+    refusals = [
+        (["--init-from", str(no_torso)], "--init-from"),  # checked inside training, after the directory was prepared
+        (["--set", "replay_capacity=100000000000"], "replay"),  # does not fit in memory
+        (["--env", "NoSuchEnv-v0"], "unknown env id"),
+        (["--set", "learning_rate=-1"], "learning_rate must be > 0"),
+    ]
+    for args, message in refusals:
+        code, out = cli("--env", "CartPole-v1", *args, "--steps", "600", "--run-dir", str(run), "--force")
+        assert code == 2 and message in out, out
+        assert tree_bytes(run) == before, f"{args} changed the old run"
+        assert not list(tmp_path.glob(".run.replaced-*")), "the old run was left aside"
+    code, out = cli("--env", "CartPole-v1", "--steps", "300", "--set", "learning_starts=100", "--eval-episodes", "1",
+                    "--run-dir", str(run), "--force")
+    assert code == 0, out
+    assert run_files.load_meta(run)["env_step"] == 300 and not list(tmp_path.glob(".run.replaced-*"))
