@@ -22,6 +22,9 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in config_lib.CONFIG_DIR.glob("*.toml"))
 
 
+ATARI_DEFAULT_PRESET = "breakout"  # the Atari protocol and speed settings, for ALE games without their own preset
+
+
 def resolve_config(
     env_id: str | None = None,
     preset: str | None = None,
@@ -30,10 +33,24 @@ def resolve_config(
 ) -> DQNConfig:
     """Preset (by name, by env, or a file), then `overrides` on top, validated.
 
-    `--env CartPole-v1` loads `configs/cartpole.toml`; an env with no preset
-    gets the generic defaults of `DQNConfig` with its id. A short alias such
-    as `Breakout` takes the preset's full env id.
+    `--env CartPole-v1` loads `configs/cartpole.toml`. A short Atari name
+    (`Pong`, `SpaceInvaders`) becomes its full ALE id; an ALE game without its
+    own preset gets the Breakout preset's settings (the Atari evaluation
+    protocol, the Nature CNN, the replay and speed settings) with its own env
+    id; any other env without a preset gets the generic defaults of `DQNConfig`.
+
+    Raises:
+        UserError: an unknown preset, config file, env alias or field.
     """
+    from envs import EnvError, is_atari
+
+    if env_id is not None and is_atari(env_id):
+        from envs.atari import resolve_atari_id
+
+        try:
+            env_id = resolve_atari_id(env_id)
+        except EnvError as e:
+            raise UserError(str(e)) from None
     values: dict = {}
     source = "defaults"
     if config_file is not None:
@@ -47,6 +64,8 @@ def resolve_config(
         source = str(path)
     elif env_id is not None:
         path = config_lib.preset_path(preset_name_for_env(env_id))
+        if not path.is_file() and is_atari(env_id):
+            path = config_lib.preset_path(ATARI_DEFAULT_PRESET)
         if path.is_file():
             values = config_lib.load_toml(path)
             source = str(path)

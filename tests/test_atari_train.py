@@ -88,3 +88,18 @@ def test_cartpole_network_refused_for_breakout(tmp_path, breakout_run):
     assert code == 2, out
     assert out.strip().splitlines()[-1].startswith("error: --init-from:"), out
     assert not run.exists()
+
+
+def test_any_ale_game_by_short_name_gets_the_atari_defaults(tmp_path):
+    """Pong has no preset of its own: its short name resolves and it trains with the Atari protocol, not the generic defaults."""
+    from agent.presets import resolve_config
+
+    breakout, pong = resolve_config(env_id="Breakout"), resolve_config(env_id="Pong")
+    assert pong.env_id == "ALE/Pong-v5"
+    assert pong == breakout.replace(env_id="ALE/Pong-v5")  # the Atari protocol (eval epsilon 0.05), Nature CNN, no XLA update
+    assert pong.eval_epsilon == 0.05 and pong.network == "nature_cnn" and not pong.jit_compile
+    assert resolve_config(env_id="SpaceInvaders").env_id == "ALE/SpaceInvaders-v5"
+    run = tmp_path / "pong"
+    code, out = cli("--env", "Pong", "--steps", "250", "--run-dir", str(run), *SMOKE)
+    assert code == 0, out
+    assert run_files.load_config(run).env_id == "ALE/Pong-v5"
