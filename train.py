@@ -66,6 +66,7 @@ def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, ev
 
 def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
         *, resume_dir=None, checkpoint_every=None, keep=3, save_replay=True, demos=None):
+    import shutil
     import time
     from pathlib import Path
 
@@ -142,8 +143,8 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
         click.echo(f"\n{e}", err=True)
         sys.exit(128 + e.signum if e.signum in (signal.SIGINT, signal.SIGTERM) else 130)
     except (UserError, ReplayMemoryError) as e:
-        if not resuming and replaced is None and not any(path.iterdir()):  # failed before writing anything: leave no empty run behind
-            path.rmdir()
+        if not resuming and replaced is None and all(p.name == run_files.LOCK_FILE for p in path.iterdir()):
+            shutil.rmtree(path)  # failed before writing anything: leave no empty run behind
         raise UserError(str(e)) from None
     finally:
         run_files.settle_replaced(path, replaced)

@@ -18,9 +18,12 @@ checkpoint: a temporary directory, renamed once complete).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,7 @@ def prepare_run_dir(path: str | Path, force: bool = False) -> tuple[Path, Path |
     if holds_run(path):
         if not force:
             raise UserError(f"{str(path)!r} already holds a run; choose another --run-dir or pass --force to replace it")
+        check_not_in_use(path)  # never move a run away from under the process training it
         aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
         try:
             os.rename(path, aside)
@@ -94,6 +98,51 @@ def prepare_run_dir(path: str | Path, force: bool = False) -> tuple[Path, Path |
         settle_replaced(path, aside)
         raise UserError(f"cannot write the run directory {str(path)!r}: {e.strerror}") from None
     return path, aside
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory for this process: one process trains or resumes a run at a time.
+
+    An OS lock (`flock`) on `run_dir/.lock`, which also records the holder's
+    process id. The kernel drops the lock when the process ends, however it
+    ends, so a lock left by a killed process never blocks a resume.
+
+    Raises:
+        UserError: another live process holds the run (its pid named).
+    """
+    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _lock_or_refuse(fd, run_dir)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock_or_refuse(fd: int, run_dir: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        raise UserError(f"{str(run_dir)!r} is in use by another process (pid {holder}); "
+                        "wait for it to finish or stop it, then try again") from None
+
+
+def check_not_in_use(run_dir: Path) -> None:
+    """Refuse at once if a live process holds `run_dir` (see `locked`); nothing is written."""
+    path = Path(run_dir) / LOCK_FILE
+    if not path.is_file():
+        return  # nobody ever held it (a holder creates the file first)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _lock_or_refuse(fd, run_dir)
+    finally:
+        os.close(fd)
 
 
 def has_checkpoint(run_dir: Path) -> bool:

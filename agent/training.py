@@ -256,8 +256,15 @@ def train(
         TrainingStopped: when the loss becomes non-finite; the last good
             checkpoint and model stay on disk.
         TrainingInterrupted: on Ctrl-C or SIGTERM, after saving a checkpoint.
-        UserError: a checkpoint that cannot be resumed from, or written.
+        UserError: a checkpoint that cannot be resumed from, or written, or a
+            run directory that another process holds.
     """
+    run_dir = Path(run_dir)
+    with run_files.locked(run_dir):  # one process per run directory
+        return _train(cfg, run_dir, progress, resume=resume, keep=keep, save_replay=save_replay, pause_at=pause_at)
+
+
+def _train(cfg: DQNConfig, run_dir: Path, progress: bool, *, resume: bool, keep: int, save_replay: bool, pause_at: int | None) -> TrainResult:
     run_dir = Path(run_dir)
     keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: same seed, same network
     env = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels, pixel_view=cfg.pixel_view)

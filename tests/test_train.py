@@ -187,3 +187,39 @@ def test_force_keeps_the_old_run_when_the_new_one_is_refused(tmp_path, tiny_run)
                     "--run-dir", str(run), "--force")
     assert code == 0, out
     assert run_files.load_meta(run)["env_step"] == 300 and not list(tmp_path.glob(".run.replaced-*"))
+
+
+def test_one_process_per_run_directory(tmp_path, tiny_run):
+    """A second process is refused at once, naming the first one's pid; a lock left by a killed process blocks nothing."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    _, finished, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+
+    def resume(steps: int, **kw):
+        return [sys.executable, str(root / "train.py"), "--resume", str(run), "--steps", str(steps), "--checkpoint-every", "1000000", "--no-progress"]
+
+    first = subprocess.Popen(resume(10_000_000), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while (run / ".lock").read_text().strip() != str(first.pid):
+            assert first.poll() is None, "the first process ended before it took the run"
+            assert time.monotonic() < deadline, "the first process never took the run"
+            time.sleep(0.2)
+        second = subprocess.run(resume(10_000_000), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and f"pid {first.pid}" in lines[0], second.stderr
+        assert first.poll() is None, "the first process must go on untouched"
+    finally:
+        first.kill()
+        first.wait()
+    third = subprocess.run(resume(1_600), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr
+    assert run_files.load_meta(run)["env_step"] == 1_600
