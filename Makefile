@@ -29,6 +29,7 @@ x11-tools:
 
 # Fast tests (the default); `make test-all` adds the slow learning checks.
 test: $(STAMP) x11-tools
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 test-all: $(STAMP) x11-tools

@@ -36,7 +36,8 @@ from agent.errors import UserError, command  # noqa: E402
 @click.option("--demos", type=click.Path(dir_okay=False), default=None, help="Put recorded play (play.py --save-demos) into the replay before learning (DQfD-style).")
 @click.option("--pixels", is_flag=True, help="Learn from rendered frames (CartPole-v1 -> the cartpole-pixels preset).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue the run in this directory from its last complete checkpoint (only --steps and --checkpoint-every may change).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
+              help="Continue the run in this directory from its last complete checkpoint (only --steps and --checkpoint-every may change).")
 @click.option("--checkpoint-every", type=int, default=None, help="Env steps between checkpoints (checkpoint_every).")
 @click.option("--keep", type=int, default=3, show_default=True, help="Complete checkpoints kept on disk (the newest is never deleted).")
 @click.option("--no-save-replay", is_flag=True, help="Leave the replay memory out of checkpoints (a resume then learns from an empty buffer).")

@@ -10,7 +10,6 @@ once per learner call instead of once per update.
 
 from __future__ import annotations
 
-import os
 
 import tfquiet  # noqa: F401,E402  (before TensorFlow)
 import keras  # noqa: E402

@@ -242,8 +242,8 @@ def load_torso_weights(model: keras.Model, torso_path: str | os.PathLike) -> lis
         saved = keras.models.load_model(path, compile=False)
     except Exception as e:
         raise ClassicError(f"{path}: cannot load a Keras model: {_first_line(e)}") from None
-    source = {n: l for n, l in _named_layers(saved).items() if n.startswith(TORSO_PREFIX) and l.weights}
-    target = {n: l for n, l in _named_layers(model).items() if n.startswith(TORSO_PREFIX) and l.weights}
+    source = {n: layer for n, layer in _named_layers(saved).items() if n.startswith(TORSO_PREFIX) and layer.weights}
+    target = {n: layer for n, layer in _named_layers(model).items() if n.startswith(TORSO_PREFIX) and layer.weights}
     if not source:
         raise ClassicError(f"{path}: holds no layer named {TORSO_PREFIX}* with weights")
     if not set(source) & set(target):

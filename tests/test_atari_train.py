@@ -31,7 +31,7 @@ def test_breakout_smoke_run_writes_a_loadable_run(breakout_run):
     assert model.input_shape == (None, 84, 84, 4) and model.output_shape == (None, 4)
     assert model.inputs[0].dtype == "uint8"
     conv = [layer for layer in model.layers if layer.name.startswith("torso_conv")]
-    assert [(l.filters, l.kernel_size, l.strides) for l in conv] == [(32, (8, 8), (4, 4)), (64, (4, 4), (2, 2)), (64, (3, 3), (1, 1))]
+    assert [(c.filters, c.kernel_size, c.strides) for c in conv] == [(32, (8, 8), (4, 4)), (64, (4, 4), (2, 2)), (64, (3, 3), (1, 1))]
     meta = run_files.load_meta(breakout_run)
     assert meta["obs_shape"] == [84, 84, 4] and meta["obs_dtype"] == "uint8" and meta["updates"] > 0
     q = model(np.zeros((1, 84, 84, 4), np.uint8)).numpy()

@@ -11,7 +11,7 @@ def test_every_field_has_a_unit_comment():
 
     source = inspect.getsource(DQNConfig)
     for name in config_lib.FIELD_NAMES:
-        line = next(l for l in source.splitlines() if l.strip().startswith(f"{name}:"))
+        line = next(text for text in source.splitlines() if text.strip().startswith(f"{name}:"))
         assert "#" in line, f"field {name} has no comment"
 
 

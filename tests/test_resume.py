@@ -293,7 +293,7 @@ def test_checkpoint_from_another_env_is_refused(damaged_run, tmp_path):
     shutil.copytree(other / "checkpoints" / "step-000000200", run / "checkpoints" / "step-000002500")
     before = snapshot(run)
     code, err = resume_cli(run)
-    assert code == 2 and err.strip() == f"error: checkpoint step-000002500 was made for Acrobot-v1, this run trains CartPole-v1; resume it in its own run directory", err
+    assert code == 2 and err.strip() == "error: checkpoint step-000002500 was made for Acrobot-v1, this run trains CartPole-v1; resume it in its own run directory", err
     assert snapshot(run) == before
 
 
