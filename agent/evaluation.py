@@ -9,8 +9,13 @@ import numpy as np
 def evaluate(agent, env: gym.Env, episodes: int, epsilon: float = 0.0, seed: int | None = None) -> dict:
     """Play `episodes` full episodes and report their true returns.
 
+    Evaluation draws its exploration from its own RNG (seeded by `seed`), never
+    from the agent's: how often a run is evaluated must not change how it
+    trains, so a seed's training is the same under `make train`, the benches
+    and any `eval_every`.
+
     Args:
-        agent: anything with `act(obs_batch, epsilon)`.
+        agent: anything with `q_values(obs_batch) -> (B, num_actions)`.
         env: an env made with `mode="eval"` (no reward clipping, no life-loss ends).
         episodes: number of episodes.
         epsilon: exploration during evaluation (0 for classic control; 0.05
@@ -21,12 +26,17 @@ def evaluate(agent, env: gym.Env, episodes: int, epsilon: float = 0.0, seed: int
     Returns:
         `{"mean", "std", "min", "max", "returns", "lengths"}`.
     """
+    rng = np.random.default_rng(seed)
+    num_actions = int(env.action_space.n)
     returns, lengths = [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=None if seed is None else seed + i)
         total, length, done = 0.0, 0, False
         while not done:
-            action = int(agent.act(obs[None], epsilon)[0])
+            if epsilon > 0 and rng.random() < epsilon:
+                action = int(rng.integers(num_actions))
+            else:
+                action = int(agent.q_values(obs[None])[0].argmax())
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             length += 1

@@ -13,7 +13,7 @@ from agent.training import build_agent, train
 from envs import make_env
 
 TINY = dict(total_steps=1_500, learning_starts=500, train_freq=50, gradient_steps=50, eval_every=0,
-            eval_episodes=2, checkpoint_every=500, log_every=500)
+            eval_episodes=2, final_eval_episodes=0, checkpoint_every=500, log_every=500)
 
 
 @pytest.fixture(scope="module")
