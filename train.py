@@ -112,7 +112,7 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
         probe.close()
 
     if cfg.init_from and not resuming and not Path(cfg.init_from).is_file():
-        raise UserError(f"--init-from {cfg.init_from!r}: no such file; make one with `python -m classic pretrain DEMOS.npz --out torso.keras`")
+        raise UserError(f"--init-from {cfg.init_from!r}: no such file; make one with `python -m classic pretrain DEMOS.npz --out torso.keras` (--layer-norm: cartpole preset)")
 
     from agent import run_dir as run_files
 

@@ -165,12 +165,13 @@ def mobilenet(directory, epochs, batch_size, lr, image_size, seed, eager) -> Non
 @click.argument("demos", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), default="torso.keras", show_default=True, help="Where to save the .keras model.")
 @click.option("--hidden-sizes", default="64,64", show_default=True, help="MLP torso widths; must match the agent's preset.")
+@click.option("--layer-norm", is_flag=True, help="LayerNorm in the MLP torso, as the cartpole preset has (layer_norm = true).")
 @click.option("--epochs", type=positive_int, default=5, show_default=True)
 @click.option("--batch-size", type=positive_int, default=50, show_default=True)
 @click.option("--lr", type=positive_float, default=0.001, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
-def pretrain_cmd(demos, out, hidden_sizes, epochs, batch_size, lr, seed) -> None:
+def pretrain_cmd(demos, out, hidden_sizes, layer_norm, epochs, batch_size, lr, seed) -> None:
     """Behaviour cloning: fit a Q-network torso to the actions in DEMOS (.npz from play.py --save-demos)."""
     from classic.pretrain import check_out_path, load_demos, parse_hidden_sizes, pretrain, save_model_atomic
 
@@ -178,7 +179,7 @@ def pretrain_cmd(demos, out, hidden_sizes, epochs, batch_size, lr, seed) -> None
     out_path = check_out_path(out)  # fail before training, not after
     data = load_demos(demos)
     click.echo(f"{len(data.obs)} demos of {data.env_id}: obs {data.obs.shape[1:]} {data.obs.dtype}, {data.num_actions} actions")
-    model, train_acc, val_acc = pretrain(data, sizes, epochs, batch_size, lr, seed=seed, verbose=2)
+    model, train_acc, val_acc = pretrain(data, sizes, epochs, batch_size, lr, seed=seed, verbose=2, layer_norm=layer_norm)
     held_out = "n/a (fewer than 100 demos)" if val_acc is None else f"{val_acc:.4f}"
     click.echo(f"accuracy: train {train_acc:.4f}, held-out {held_out}")
     click.echo(f"saved {save_model_atomic(model, out_path)}")

@@ -120,15 +120,19 @@ def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) 
     )
 
 
-def build_policy_network(obs_shape: Sequence[int], obs_dtype, num_actions: int, hidden_sizes: Sequence[int] = (64, 64)) -> keras.Model:
-    """The agent's non-dueling Q-network layout, used here as an action classifier (logits head `q`)."""
+def build_policy_network(obs_shape: Sequence[int], obs_dtype, num_actions: int, hidden_sizes: Sequence[int] = (64, 64),
+                         layer_norm: bool = False) -> keras.Model:
+    """The agent's non-dueling Q-network layout, used here as an action classifier (logits head `q`).
+
+    `hidden_sizes` and `layer_norm` must match the agent's preset (configs/cartpole.toml: 64,64 with LayerNorm).
+    """
     obs_shape = tuple(obs_shape)
     inputs = keras.Input(shape=obs_shape, dtype=str(np.dtype(obs_dtype)), name="obs")
     x = inputs
     if np.dtype(obs_dtype) == np.uint8:
         x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(x)
     # Same rule as the agent's `auto` network: frames (H, W, C) get the Nature CNN, vectors the MLP.
-    torso = nature_cnn_torso() if len(obs_shape) == 3 else mlp_torso(hidden_sizes)
+    torso = nature_cnn_torso() if len(obs_shape) == 3 else mlp_torso(hidden_sizes, layer_norm=layer_norm)
     for layer in torso:
         x = layer(x)
     q = keras.layers.Dense(num_actions, name="q")(x)
@@ -154,6 +158,7 @@ def pretrain(
     learning_rate: float = 1e-3,
     seed: int = 0,
     verbose: int | str = 0,
+    layer_norm: bool = False,
 ) -> tuple[keras.Model, float, float | None]:
     """Fit the network to predict the demonstrated actions (cross-entropy from logits, Adam).
 
@@ -170,7 +175,7 @@ def pretrain(
     order = np.random.default_rng(seed).permutation(n)
     n_val = n // 10 if n >= 100 else 0
     val, train = order[:n_val], order[n_val:]
-    model = build_policy_network(demos.obs.shape[1:], demos.obs.dtype, demos.num_actions, hidden_sizes)
+    model = build_policy_network(demos.obs.shape[1:], demos.obs.dtype, demos.num_actions, hidden_sizes, layer_norm=layer_norm)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -250,9 +255,9 @@ def load_torso_weights(model: keras.Model, torso_path: str | os.PathLike) -> lis
         raise ClassicError(f"no {TORSO_PREFIX}* layer of {path} ({', '.join(sorted(source))}) matches a layer of {model.name}")
     for name in sorted(set(source) | set(target)):
         if name not in target:
-            raise ClassicError(f"layer {name} of {path} is missing from {model.name} (different hidden sizes or torso?)")
+            raise ClassicError(f"layer {name} of {path} is missing from {model.name} (different hidden sizes, --layer-norm or torso?)")
         if name not in source:
-            raise ClassicError(f"layer {name} of {model.name} is missing from {path} (different hidden sizes or torso?)")
+            raise ClassicError(f"layer {name} of {model.name} is missing from {path} (different hidden sizes, --layer-norm or torso?)")
         got = [tuple(w.shape) for w in source[name].weights]
         want = [tuple(w.shape) for w in target[name].weights]
         if got != want:

@@ -71,7 +71,7 @@ def test_train_with_demos_and_a_pretrained_torso(cartpole_demos, tmp_path):
     torso = tmp_path / "torso.keras"
     from classic.__main__ import cli as classic_cli
 
-    out = CliRunner().invoke(classic_cli, ["pretrain", str(path), "--out", str(torso), "--epochs", "1"])
+    out = CliRunner().invoke(classic_cli, ["pretrain", str(path), "--out", str(torso), "--epochs", "1", "--layer-norm"])
     assert out.exit_code == 0, out.output
     run = tmp_path / "run"
     code, out = cli("--steps", "600", "--set", "learning_starts=200", "--eval-episodes", "1", "--demos", str(path),
