@@ -203,7 +203,7 @@ def test_sigint_leaves_a_playable_file(tmp_path):
             pytest.fail(f"play.py never started writing {part}: {proc.communicate()[1][-2000:]}")
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=30)
+    stdout, stderr = proc.communicate(timeout=180)  # finishing the H.264 file takes a moment on a busy machine
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     frames = read_video(out)
