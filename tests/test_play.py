@@ -194,6 +194,9 @@ def test_sigint_leaves_a_playable_file(tmp_path):
         [sys.executable, "play.py", "--env", "CartPole-v1", "--agent", "random", "--headless",
          "--record", str(out), "--episodes", "100000"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell's background job (CI, nohup) starts with SIGINT ignored, and Python then keeps ignoring it:
+        # give the child the default disposition a terminal's foreground process has.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Ctrl-C once frames are reaching the file (H.264 is compact: a few KB are many frames); a hang fails, it does not fire early.
     deadline = time.monotonic() + 180
