@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+# Installing TensorFlow into a fresh venv takes about 4 minutes here: this runs in `make test-all`
+# (the slow tier), which keeps `make test` and CI well under their 15 minutes.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,7 +39,7 @@ def installed(tmp_path_factory) -> Path:
     assert len(wheels) == 1, wheels
     venv.create(base / "venv", with_pip=True)
     bin_dir = base / "venv" / "bin"
-    sh(bin_dir / "python", "-m", "pip", "install", "-q", wheels[0])
+    sh(bin_dir / "python", "-m", "pip", "install", "-q", "--no-compile", wheels[0])
     return bin_dir
 
 
