@@ -72,15 +72,17 @@ class DQNAgent:
             return self._numpy_policy.q_values(obs_batch).astype(np.float32, copy=False)
         return self._q_fn(obs_batch).numpy()
 
-    def act(self, obs_batch: np.ndarray, epsilon: float) -> np.ndarray:
+    def act(self, obs_batch: np.ndarray, epsilon: float, rng: np.random.Generator | None = None) -> np.ndarray:
         """Epsilon-greedy actions for a batch of observations, int64 `(B,)`.
 
         Each row explores with probability `epsilon`; the network is only run
-        when at least one row acts greedily.
+        when at least one row acts greedily. Exploration draws from `rng`
+        (evaluation passes its own) or else the agent's training RNG.
         """
+        rng = self.rng if rng is None else rng
         n = len(obs_batch)
-        explore = self.rng.random(n) < epsilon
-        random_actions = self.rng.integers(0, self.num_actions, size=n)
+        explore = rng.random(n) < epsilon
+        random_actions = rng.integers(0, self.num_actions, size=n)
         if explore.all():
             return random_actions
         greedy = self.q_values(obs_batch).argmax(axis=1)

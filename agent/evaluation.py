@@ -15,7 +15,7 @@ def evaluate(agent, env: gym.Env, episodes: int, epsilon: float = 0.0, seed: int
     and any `eval_every`.
 
     Args:
-        agent: anything with `q_values(obs_batch) -> (B, num_actions)`.
+        agent: anything with `act(obs_batch, epsilon, rng)` (`DQNAgent.act`).
         env: an env made with `mode="eval"` (no reward clipping, no life-loss ends).
         episodes: number of episodes.
         epsilon: exploration during evaluation (0 for classic control; 0.05
@@ -27,16 +27,12 @@ def evaluate(agent, env: gym.Env, episodes: int, epsilon: float = 0.0, seed: int
         `{"mean", "std", "min", "max", "returns", "lengths"}`.
     """
     rng = np.random.default_rng(seed)
-    num_actions = int(env.action_space.n)
     returns, lengths = [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=None if seed is None else seed + i)
         total, length, done = 0.0, 0, False
         while not done:
-            if epsilon > 0 and rng.random() < epsilon:
-                action = int(rng.integers(num_actions))
-            else:
-                action = int(agent.q_values(obs[None])[0].argmax())
+            action = int(agent.act(obs[None], epsilon, rng)[0])
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             length += 1

@@ -265,7 +265,6 @@ def train(
 
 
 def _train(cfg: DQNConfig, run_dir: Path, progress: bool, *, resume: bool, keep: int, save_replay: bool, pause_at: int | None) -> TrainResult:
-    run_dir = Path(run_dir)
     keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: same seed, same network
     env = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
     eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval", pixels=cfg.pixels, pixel_view=cfg.pixel_view)

@@ -24,6 +24,7 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 import play  # noqa: E402
 from agent import recording as rec  # noqa: E402
+from videos import read_video  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_ATARI = (ROOT / "envs" / "atari.py").is_file()
@@ -63,19 +64,6 @@ def invoke(*args: str):
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), f"{path} is not a readable video"
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
 
 
 def episode_scores(stdout: str) -> list[float]:

@@ -18,6 +18,7 @@ import pytest
 
 from agent.errors import UserError
 from agent.recording import VideoRecorder
+from videos import read_video
 
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 
@@ -56,19 +57,6 @@ def read_rgb_frames(path: Path) -> tuple[dict, list[np.ndarray]]:
     return meta, frames
 
 
-def read_cv2_frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), f"{path} is not readable by cv2"
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
-
-
 def assert_levels(frames: list[np.ndarray], levels=LEVELS) -> None:
     """Frame i shows gray level i inside the written area and black in the padding (lossy codec: a few levels)."""
     assert len(frames) == len(levels)
@@ -95,7 +83,7 @@ def test_writes_h264_yuv420p_that_reads_back_frame_by_frame(tmp_path, capfd):
     assert tuple(meta["size"]) == PADDED and meta["fps"] == pytest.approx(25)
     assert_levels(frames)
     # what tests/test_play.py and people use to read videos back: opencv's bundled ffmpeg decodes H.264
-    bgr = read_cv2_frames(out)
+    bgr = read_video(out)
     assert_levels(bgr)
     assert cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FPS) == pytest.approx(25)
 
@@ -111,7 +99,7 @@ def test_falls_back_to_mp4v_without_imageio_ffmpeg(tmp_path, monkeypatch, capfd)
     monkeypatch.undo()
 
     assert re.search(r"Video: mpeg4\b", stream_info(out))
-    assert_levels(read_cv2_frames(out))
+    assert_levels(read_video(out))
     assert not list(tmp_path.glob(".*"))
 
 
@@ -121,7 +109,7 @@ def test_falls_back_to_mp4v_when_ffmpeg_cannot_start(tmp_path, monkeypatch, capf
     assert write_clip(out).codec == "mp4v"
     err = capfd.readouterr().err
     assert "MPEG-4 Part 2" in err and "cannot start" in err, err
-    assert len(read_cv2_frames(out)) == len(LEVELS)
+    assert len(read_video(out)) == len(LEVELS)
 
 
 def test_no_frame_no_file(tmp_path):
