@@ -330,10 +330,13 @@ def _train(cfg: DQNConfig, run_dir: Path, progress: bool, *, resume: bool, keep:
                 replay.add(obs, action, stored_reward, next_obs, ends_bootstrap, truncated=truncated)
                 obs = next_obs
                 if episode_over:
-                    if "episode" in info:  # a real game end (an Atari life loss ends only the training episode)
-                        s.episodes += 1
-                        s.recent_returns.append(float(info["episode"]["r"]))
-                    obs, _ = env.reset()
+                    obs, reset_info = env.reset()
+                    # A real game end (an Atari life loss ends only the training episode); a game
+                    # can also end inside an Atari pseudo-reset, which reports it from reset.
+                    for record in (info.get("episode"), reset_info.get("episode")):
+                        if record is not None:
+                            s.episodes += 1
+                            s.recent_returns.append(float(record["r"]))
 
                 # 3. learn every train_freq env steps, once there is enough experience
                 if step >= cfg.learning_starts and step % cfg.train_freq == 0 and len(replay) >= cfg.batch_size:

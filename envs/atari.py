@@ -11,6 +11,7 @@ Dopamine / Stable-Baselines3 in our own wrappers, innermost first:
     RecordEpisodeStatistics   true game score and length (unclipped, all lives)
     EpisodicLife      train only: a lost life ends the episode, not the game
     FireReset         press FIRE after a (pseudo-)reset in games that need it
+                      (eval/play: NOOP, FIRE after each lost life, as training's pseudo-reset)
     ResizeFrame       84x84 with cv2.INTER_AREA (ALE gives the grayscale screen)
     ClipReward        train only: reward -> sign(reward)
     FrameStack        the last 4 frames, uint8 (84, 84, 4), newest last
@@ -26,7 +27,9 @@ the *episode* with `terminated=True` but carries no `"episode"` key: the
 stock `RecordEpisodeStatistics` reports when the env below it ends, and
 below `EpisodicLife` that is the real game, whose pseudo-resets after a lost
 life never reach its `reset`. "r" is the true score over all lives, "l" the
-agent steps (the wrappers' own NOOP/FIRE steps included).
+agent steps (the wrappers' own NOOP/FIRE steps included). A game that ends
+inside a wrapper's reset (the no-op of a pseudo-reset meeting the frame cap,
+say) reports its record in the info that `reset` returns; callers count both.
 
 Frames are ALE's grayscale screen (measured equal to cv2 RGB2GRAY on
 Breakout), max-pooled in gray as Dopamine does. The newest 84x84 frame of
@@ -166,27 +169,63 @@ class EpisodicLife(gym.Wrapper, gym.utils.RecordConstructorArgs):
         else:
             # Only a life was lost: step on from where the game is (a no-op), no real reset.
             obs, _, terminated, truncated, info = self.env.step(0)
-            if terminated or truncated:
+            if terminated or truncated:  # the game ended in that no-op (the frame cap, say): keep its record
+                ended = info.get("episode")
                 obs, info = self.env.reset()
+                if ended is not None:
+                    info = {**info, "episode": ended}
         self.game_over = False
         self.lives = self.unwrapped.ale.lives()
         return obs, info
 
 
 class FireReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Press FIRE after a reset: games like Breakout wait for it to launch the ball."""
+    """Press FIRE after a (pseudo-)reset, and with `after_life_loss` NOOP, FIRE after each lost life.
 
-    def __init__(self, env: gym.Env) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self)
+    Games like Breakout wait for FIRE to launch the ball. In training a lost
+    life ends the episode (`EpisodicLife`), so the reset presses it. In
+    evaluation and play the game goes on through a lost life; without the
+    press there a greedy agent that never chose FIRE would stand still until
+    the frame cap.
+
+    A game that ends inside a reset (during the FIRE step or the no-op of a
+    pseudo-reset below) is not lost: its `"episode"` record comes back in the
+    reset's info.
+    """
+
+    def __init__(self, env: gym.Env, after_life_loss: bool = False) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, after_life_loss=after_life_loss)
         gym.Wrapper.__init__(self, env)
         self.fire = env.unwrapped.get_action_meanings().index("FIRE")
+        self.after_life_loss = after_life_loss
+        self.lives = 0
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        self.env.reset(seed=seed, options=options)
+        _, info = self.env.reset(seed=seed, options=options)
+        ended = info.get("episode")
         obs, _, terminated, truncated, info = self.env.step(self.fire)
         if terminated or truncated:
+            ended = info.get("episode", ended)
             obs, info = self.env.reset()
+        if ended is not None:
+            info = {**info, "episode": ended}
+        self.lives = self.unwrapped.ale.lives()
         return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.after_life_loss and not (terminated or truncated):
+            lives = self.unwrapped.ale.lives()
+            if lives < self.lives:
+                # The same agent step goes on with the presses of a training pseudo-reset
+                # (EpisodicLife's no-op, then FIRE), so evaluation meets the states training saw.
+                for press in (0, self.fire):
+                    obs, more, terminated, truncated, info = self.env.step(press)
+                    reward = float(reward) + float(more)
+                    if terminated or truncated:
+                        break
+            self.lives = self.unwrapped.ale.lives()
+        return obs, reward, terminated, truncated, info
 
 
 class ResizeFrame(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
@@ -298,7 +337,7 @@ def make_atari_env(
     if training:
         env = EpisodicLife(env)
     if "FIRE" in env.unwrapped.get_action_meanings():
-        env = FireReset(env)
+        env = FireReset(env, after_life_loss=not training)
     env = ResizeFrame(env)
     if training:
         env = ClipReward(env)

@@ -58,37 +58,74 @@ def test_life_loss_is_terminal_in_training_only():
 
 
 def test_rewards_clipped_in_training_only_and_episode_reports_the_true_game():
-    """SpaceInvaders pays 5-30 points per invader. Replaying the training env's
-    pseudo-resets (NOOP then FIRE after a lost life) on the eval env keeps both
-    on the same trajectory, so every step can be compared."""
+    """SpaceInvaders pays 5-30 points per invader. After a lost life the
+    training env's reset presses NOOP, FIRE (a pseudo-reset) and the eval env
+    presses the same two inside the step that lost the life, so both stay on
+    the same trajectory and every step can be compared."""
     train = make_atari_env("SpaceInvaders", seed=2, mode="train")
     evalenv = make_atari_env("SpaceInvaders", seed=2, mode="eval")
     train.reset(seed=2)
     evalenv.reset(seed=2)
     rng = np.random.default_rng(0)
-    pairs, raw = [], []  # (training, eval) reward per agent step; every eval reward
+    pairs, lives_lost = [], 0  # (training, eval) reward of the steps that did not lose a life
     for _ in range(5000):
         a = int(rng.integers(train.action_space.n))
-        _, r_train, term_train, trunc_train, info_train = train.step(a)
-        _, r_eval, term_eval, trunc_eval, info_eval = evalenv.step(a)
-        pairs.append((r_train, r_eval))
-        raw.append(r_eval)
+        obs_train, r_train, term_train, trunc_train, info_train = train.step(a)
+        obs_eval, r_eval, term_eval, trunc_eval, info_eval = evalenv.step(a)
         if term_eval or trunc_eval:
             assert term_train or trunc_train
             break
         assert "episode" not in info_train and "episode" not in info_eval
-        if term_train:  # a life lost: the training env's reset does NOOP, FIRE
-            train.reset()
-            for pseudo_reset_action in (0, FIRE):
-                raw.append(evalenv.step(pseudo_reset_action)[1])
+        if term_train:  # a life lost: the training env's reset does NOOP, FIRE; the eval env has done them
+            lives_lost += 1
+            obs_train, _ = train.reset()
+        else:
+            pairs.append((r_train, r_eval))
+        assert np.array_equal(obs_train[..., -1], obs_eval[..., -1])  # the same screen (a reset restarts the stack)
     else:
         raise AssertionError("the game did not end")
+    assert lives_lost == 2  # SpaceInvaders has 3 lives
     assert max(r for _, r in pairs) > 1, "expected a reward above 1 to clip"
     assert all(r_train == np.sign(r_eval) for r_train, r_eval in pairs)
-    assert info_train["episode"]["r"] == info_eval["episode"]["r"] == sum(raw)
-    assert info_train["episode"]["l"] == info_eval["episode"]["l"] == len(raw) + 1  # + FIRE at the start
+    assert info_train["episode"]["r"] == info_eval["episode"]["r"] > 0
+    assert info_train["episode"]["l"] == info_eval["episode"]["l"]
     train.close()
     evalenv.close()
+
+
+def test_evaluation_relaunches_the_ball_after_a_lost_life():
+    """Breakout waits for FIRE after each lost life; an eval agent that never
+    presses it (greedy at epsilon 0, say) must not stand still to the frame cap."""
+    env = make_atari_env("Breakout", seed=3, mode="eval")
+    env.reset(seed=3)
+    for t in range(1, 2_000):
+        _, _, terminated, truncated, info = env.step(0)  # NOOP, always
+        if terminated or truncated:
+            break
+    assert terminated and not truncated and info["lives"] == 0, (t, info)
+    env.close()
+
+
+def test_a_game_that_ends_inside_a_pseudo_reset_keeps_its_record():
+    """The frame cap falls inside the no-op of the pseudo-reset after a lost
+    life: the game's record comes back from `reset` (and training counts it)."""
+    def first_life_loss(max_frames):
+        env = make_atari_env("Breakout", seed=4, mode="train", max_frames=max_frames)
+        env.reset(seed=4)
+        for t in range(1, 400):
+            _, _, terminated, truncated, info = env.step(0)
+            if terminated or truncated:
+                return env, t, info, env.unwrapped.ale.getEpisodeFrameNumber()
+        raise AssertionError("no life was lost")
+
+    env, steps, info, frame = first_life_loss(max_frames=10_000)
+    assert info["lives"] == 4 and "episode" not in info
+    env.close()
+    env, same_steps, info, same_frame = first_life_loss(max_frames=frame + 2)  # the cap: 2 frames into the pseudo-reset's no-op
+    assert (same_steps, same_frame) == (steps, frame) and info["lives"] == 4 and "episode" not in info
+    _, reset_info = env.reset()
+    assert reset_info["episode"]["r"] == 0 and reset_info["episode"]["l"] == 1 + steps + 1  # FIRE, the NOOPs, the cut no-op
+    env.close()
 
 
 def test_truncation_at_the_frame_cap_reports_the_episode():
@@ -98,8 +135,8 @@ def test_truncation_at_the_frame_cap_reports_the_episode():
         _, _, terminated, truncated, info = env.step(0)
         if truncated:
             break
-    assert truncated and not terminated
-    assert info["episode"]["l"] == t + 1  # + the FIRE pressed at reset
+    assert truncated and not terminated and info["lives"] == 4
+    assert info["episode"]["l"] == 1 + t + 2  # FIRE at reset, the agent's steps, NOOP + FIRE after the lost life
     env.close()
 
 
