@@ -36,7 +36,7 @@ test-all: $(STAMP) x11-tools
 	$(PY) -m pytest -q -m ''
 
 bench: $(STAMP)
-	$(PY) bench/cartpole_solve.py --seeds 5
+	$(PY) bench/solve.py --seeds 5
 
 clean-venv:
 	rm -rf $(VENV)

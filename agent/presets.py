@@ -23,6 +23,22 @@ def available_presets() -> list[str]:
 
 
 ATARI_DEFAULT_PRESET = "breakout"  # the Atari protocol and speed settings, for ALE games without their own preset
+VECTOR_DEFAULT_PRESET = "classic-control"  # measured on Acrobot-v1 and MountainCar-v0, for other vector envs
+
+
+def preset_for_env(env_id: str) -> str:
+    """The preset `--env env_id` loads: its own, else the one for its kind of observation.
+
+    ALE games observe frames: the Breakout preset's protocol and Nature CNN.
+    Every other env we accept observes a state vector (`make_env` refuses the
+    rest with one line): the classic-control preset's MLP.
+    """
+    from envs import is_atari
+
+    own = preset_name_for_env(env_id)
+    if config_lib.preset_path(own).is_file():
+        return own
+    return ATARI_DEFAULT_PRESET if is_atari(env_id) else VECTOR_DEFAULT_PRESET
 
 
 def resolve_config(
@@ -37,7 +53,7 @@ def resolve_config(
     (`Pong`, `SpaceInvaders`) becomes its full ALE id; an ALE game without its
     own preset gets the Breakout preset's settings (the Atari evaluation
     protocol, the Nature CNN, the replay and speed settings) with its own env
-    id; any other env without a preset gets the generic defaults of `DQNConfig`.
+    id; any other env without a preset gets `configs/classic-control.toml`.
 
     Raises:
         UserError: an unknown preset, config file, env alias or field.
@@ -63,17 +79,14 @@ def resolve_config(
         values = config_lib.load_toml(path)
         source = str(path)
     elif env_id is not None:
-        path = config_lib.preset_path(preset_name_for_env(env_id))
-        if not path.is_file() and is_atari(env_id):
-            path = config_lib.preset_path(ATARI_DEFAULT_PRESET)
-        if path.is_file():
-            values = config_lib.load_toml(path)
-            source = str(path)
+        path = config_lib.preset_path(preset_for_env(env_id))
+        values = config_lib.load_toml(path)
+        source = str(path)
     cfg = config_lib.from_dict(values, source=source)
     if env_id is not None:
         if not _is_alias(env_id):
             cfg = cfg.replace(env_id=env_id)
-        elif source == "defaults" or preset_name_for_env(cfg.env_id) != preset_name_for_env(env_id):
+        elif preset_name_for_env(cfg.env_id) != preset_name_for_env(env_id):
             raise UserError(f"unknown env {env_id!r}: not a gymnasium id (like CartPole-v1 or ALE/Pong-v5) and no preset configs/{preset_name_for_env(env_id)}.toml")
     if overrides:
         cfg = config_lib.from_dict(overrides, base=cfg, source="--set")

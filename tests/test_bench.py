@@ -16,8 +16,8 @@ def bench(script: str, *args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_cartpole_solve_reports_the_first_solve_and_the_end_of_each_run():
-    out = bench("cartpole_solve.py", "--seeds", "2", "--steps", "1200", "--set", "learning_starts=200")
+def test_solve_reports_the_first_solve_and_the_end_of_each_run():
+    out = bench("solve.py", "--seeds", "2", "--steps", "1200", "--set", "learning_starts=200")
     assert {"seeds", "solved", "median_steps", "median_seconds", "final_solved", "median_final", "min_final", "cpu", "total_steps"} <= out.keys()
     assert out["total_steps"] == 1200 and [r["seed"] for r in out["seeds"]] == [0, 1]
     for row in out["seeds"]:

@@ -3,7 +3,7 @@ import pytest
 from agent import config as config_lib
 from agent.config import DQNConfig
 from agent.errors import UserError
-from agent.presets import preset_name_for_env, resolve_config
+from agent.presets import preset_for_env, preset_name_for_env, resolve_config
 
 
 def test_every_field_has_a_unit_comment():
@@ -26,12 +26,16 @@ def test_presets_load_and_validate():
     assert chapter.terminal_reward == -10.0 and not chapter.double_dqn and chapter.learning_rate == 1e-3
 
 
-def test_env_picks_its_preset_and_unknown_envs_get_defaults():
+def test_env_picks_its_preset_and_other_vector_envs_get_the_classic_control_one():
     assert preset_name_for_env("CartPole-v1") == "cartpole"
     assert preset_name_for_env("ALE/Breakout-v5") == "breakout"
     assert resolve_config(env_id="CartPole-v1") == resolve_config(preset="cartpole")
-    acrobot = resolve_config(env_id="Acrobot-v1")
-    assert acrobot.env_id == "Acrobot-v1" and acrobot.hidden_sizes == DQNConfig().hidden_sizes
+    assert preset_for_env("MountainCar-v0") == preset_for_env("LunarLander-v3") == "classic-control"
+    assert preset_for_env("ALE/Pong-v5") == "breakout" and preset_for_env("CartPole-v1") == "cartpole"
+    for env_id in ("Acrobot-v1", "MountainCar-v0"):
+        cfg = resolve_config(env_id=env_id)
+        assert cfg == resolve_config(preset="classic-control").replace(env_id=env_id)
+        assert cfg.hidden_sizes == (256, 256) and cfg.layer_norm and cfg.n_steps == 3
 
 
 def test_overrides_are_typed():

@@ -9,7 +9,7 @@ from agent.training import train
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_cartpole_preset_solves(tmp_path, seed):
-    """bench/cartpole_solve.py's protocol: first greedy 10-episode mean >= 475 within 100,000 env steps."""
+    """bench/solve.py's protocol: first greedy 10-episode mean >= 475 within 100,000 env steps."""
     cfg = resolve_config(preset="cartpole").replace(
         seed=seed, total_steps=100_000, eval_every=1_000, eval_episodes=10, stop_on_solve=True, solve_return=475.0, checkpoint_every=0
     )
