@@ -53,7 +53,7 @@ from tensorflow.core.util import event_pb2  # noqa: E402
 
 from agent.config import DQNConfig  # noqa: E402
 from agent.errors import UserError, command  # noqa: E402
-from replay import FrameReplayBuffer, ReplayMemoryError  # noqa: E402
+from replay import ReplayMemory, ReplayMemoryError  # noqa: E402
 
 CHECKPOINT_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -435,16 +435,16 @@ def _networks(agent) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(**parts)
 
 
-def _replay_parts(replay) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
+def _replay_parts(replay: ReplayMemory) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
     """(kind, arrays, scalars) of a replay memory's `state_dict()`."""
     state = replay.state_dict()
-    kind = "frames" if isinstance(replay, FrameReplayBuffer) else "uniform"
+    kind = replay.kind
     arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
     scalars = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
     return kind, arrays, scalars
 
 
-def write_replay(directory: Path, replay, arrays: bool = True) -> dict:
+def write_replay(directory: Path, replay: ReplayMemory, arrays: bool = True) -> dict:
     """Save a replay memory as one .npy per array in `directory` (created), streamed from the ring
     itself (no concatenated copy, no pickle); returns the JSON description `read_replay` needs.
 
@@ -462,7 +462,7 @@ def write_replay(directory: Path, replay, arrays: bool = True) -> dict:
     return info
 
 
-def read_replay(directory: Path, replay, info: Any, *, listed: set[str] | None = None, where: str = "replay") -> None:
+def read_replay(directory: Path, replay: ReplayMemory, info: Any, *, listed: set[str] | None = None, where: str = "replay") -> None:
     """Load what `write_replay` saved into `replay` (same kind and layout), trusting nothing.
 
     Arrays are memory-mapped and copied into the ring through the page cache, so
@@ -530,13 +530,13 @@ class Checkpoints:
         run_dir: the run directory.
         cfg: the run's configuration.
         agent: networks, optimizer, exploration RNG and update count.
-        replay: the replay memory (`ReplayBuffer` or `FrameReplayBuffer`).
+        replay: the replay memory (any `ReplayMemory`).
         env: the training env, whose live state is saved.
         keep: complete checkpoints kept (at least 1; the newest is never deleted).
         save_replay: include the replay memory.
     """
 
-    def __init__(self, run_dir: Path, cfg: DQNConfig, agent, replay, env: gym.Env, *, keep: int = 3, save_replay: bool = True):
+    def __init__(self, run_dir: Path, cfg: DQNConfig, agent, replay: ReplayMemory, env: gym.Env, *, keep: int = 3, save_replay: bool = True):
         self.run_dir = Path(run_dir)
         self.root = self.run_dir / "checkpoints"
         self.cfg, self.agent, self.replay, self.env = cfg, agent, replay, env

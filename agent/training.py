@@ -33,7 +33,7 @@ from agent.errors import UserError, command  # noqa: E402
 from agent.evaluation import evaluate  # noqa: E402
 from agent.schedules import chapter_episode_epsilon, linear  # noqa: E402
 from envs import is_atari, make_env, obs_signature, reward_threshold, same_env  # noqa: E402
-from replay import FrameReplayBuffer, ReplayBuffer  # noqa: E402
+from replay import FrameReplayBuffer, ReplayBuffer, ReplayMemory  # noqa: E402
 
 CSV_FIELDS = [
     "env_step", "episodes", "updates", "wall_time_s", "train_time_s", "steps_per_s", "epsilon",
@@ -130,7 +130,7 @@ def replay_targets(reward: float, terminated: bool, truncated: bool, cfg: DQNCon
     return reward, bool(terminated or (truncated and cfg.truncation_as_terminal))
 
 
-def make_replay(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> ReplayBuffer | FrameReplayBuffer:
+def make_replay(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> ReplayMemory:
     """Stacked uint8 frames go to the frame memory (each frame stored once); vectors to the plain ring."""
     if len(obs_shape) == 3 and np.dtype(obs_dtype) == np.uint8:
         return FrameReplayBuffer(

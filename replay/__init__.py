@@ -2,10 +2,11 @@
 
 `ReplayBuffer` stores whole observations (vector envs such as CartPole);
 the Atari frame memory stores each 84x84 frame once and rebuilds stacks at
-sample time.
+sample time. Both follow `ReplayMemory` (replay/base.py).
 """
 
+from replay.base import Batch, ReplayMemory, ReplayMemoryError, check_fits_in_memory
 from replay.frames import FrameReplayBuffer
-from replay.uniform import Batch, ReplayBuffer, ReplayMemoryError, check_fits_in_memory
+from replay.uniform import ReplayBuffer
 
-__all__ = ["Batch", "FrameReplayBuffer", "ReplayBuffer", "ReplayMemoryError", "check_fits_in_memory"]
+__all__ = ["Batch", "FrameReplayBuffer", "ReplayBuffer", "ReplayMemory", "ReplayMemoryError", "check_fits_in_memory"]

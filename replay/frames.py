@@ -25,13 +25,13 @@ stacks use has been overwritten by the ring's write position.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import cv2
 import numpy as np
 
+from replay.base import Batch, ReplayMemoryError, check_fits_in_memory, rng_from_words, rng_to_words
 from replay.nstep import n_step_returns
-from replay.uniform import Batch, ReplayMemoryError, check_fits_in_memory
-
-_RNG_WORDS = 6  # PCG64 state as uint64 words: state hi/lo, inc hi/lo, has_uint32, uinteger
 
 
 class FrameReplayBuffer:
@@ -49,6 +49,8 @@ class FrameReplayBuffer:
         ReplayMemoryError: for a capacity below `stack + 1` or one whose
             arrays would not fit in the free memory.
     """
+
+    kind: ClassVar[str] = "frames"
 
     def __init__(
         self,
@@ -288,7 +290,7 @@ class FrameReplayBuffer:
             "size": self.size,
             "num_links": self.num_links,
             "open": int(self.open),
-            "rng": _rng_to_words(self.rng),
+            "rng": rng_to_words(self.rng),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -312,27 +314,4 @@ class FrameReplayBuffer:
         self.open = bool(int(state["open"]))
         if self.size:  # rebuilt from the ring rather than saved twice
             self.last_next_obs[...] = self._stacks(np.array([(self.pos - 1) % self.capacity]))[0]
-        self.rng = _rng_from_words(np.asarray(state["rng"]))
-
-
-def _rng_to_words(rng: np.random.Generator) -> np.ndarray:
-    s = rng.bit_generator.state
-    if s["bit_generator"] != "PCG64":
-        raise ReplayMemoryError(f"cannot save a {s['bit_generator']} generator")
-    mask = (1 << 64) - 1
-    st, inc = s["state"]["state"], s["state"]["inc"]
-    return np.array([st >> 64, st & mask, inc >> 64, inc & mask, s["has_uint32"], s["uinteger"]], dtype=np.uint64)
-
-
-def _rng_from_words(words: np.ndarray) -> np.random.Generator:
-    w = [int(x) for x in words]
-    if len(w) != _RNG_WORDS:
-        raise ReplayMemoryError(f"replay RNG state needs {_RNG_WORDS} words, got {len(w)}")
-    bg = np.random.PCG64()
-    bg.state = {
-        "bit_generator": "PCG64",
-        "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},
-        "has_uint32": w[4],
-        "uinteger": w[5],
-    }
-    return np.random.Generator(bg)
+        self.rng = rng_from_words(np.asarray(state["rng"]))

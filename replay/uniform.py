@@ -9,67 +9,12 @@ bootstrap target.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import ClassVar
 
 import numpy as np
 
+from replay.base import Batch, ReplayMemoryError, check_fits_in_memory, rng_from_words, rng_to_words
 from replay.nstep import n_step_returns
-
-
-class ReplayMemoryError(ValueError):
-    """The requested replay memory cannot be built (bad size, no memory)."""
-
-
-class Batch(NamedTuple):
-    """A batch of transitions; dtypes are those of the stored data.
-
-    Attributes:
-        obs: observations, shape `(B, *obs_shape)`, the env's dtype.
-        actions: int32 `(B,)`.
-        rewards: float32 `(B,)`.
-        next_obs: observations after the action, like `obs`.
-        terminated: float32 `(B,)`, 1.0 where the episode truly ended, so the
-            target does not bootstrap. A truncated (time-limit) step is 0.0.
-        discounts: float32 `(B,)`, the factor of the bootstrap value:
-            `gamma^m` for an m-step return, 0.0 after a terminal step. None
-            (a hand-made batch) means one-step: `gamma * (1 - terminated)`.
-
-    With `n_steps > 1`, `rewards` are the discounted n-step sums, `next_obs`
-    is the state n steps on, and `terminated` says the episode ended within them.
-    """
-
-    obs: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    next_obs: np.ndarray
-    terminated: np.ndarray
-    discounts: np.ndarray | None = None
-
-
-def available_memory_bytes() -> int | None:
-    """Memory the kernel says a new allocation can still get, or None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def check_fits_in_memory(nbytes: int, what: str) -> None:
-    """Refuse up front when `nbytes` would not fit in the machine's free memory.
-
-    Raises:
-        ReplayMemoryError: naming the sizes and how to make the buffer fit.
-    """
-    available = available_memory_bytes()
-    if available is not None and nbytes > 0.9 * available:
-        raise ReplayMemoryError(
-            f"{what} needs {nbytes / 2**30:.2f} GiB but only {available / 2**30:.2f} GiB "
-            "of memory is available; lower replay_capacity (e.g. --set replay_capacity=...)"
-        )
 
 
 class ReplayBuffer:
@@ -83,6 +28,8 @@ class ReplayBuffer:
         n_steps: steps summed into each sampled return (1 = one-step Q-learning).
         gamma: discount per env step used for the sums and `Batch.discounts`.
     """
+
+    kind: ClassVar[str] = "uniform"
 
     def __init__(
         self,
@@ -202,8 +149,6 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, np.ndarray | int | str]:
         """Everything needed to resume, as numpy arrays, ints and strings (saved without pickle)."""
-        from replay.frames import _rng_to_words  # lazy: replay.frames imports this module
-
         return {
             "capacity": self.capacity,
             "obs_shape": np.asarray(self.obs_shape, dtype=np.int64),
@@ -217,7 +162,7 @@ class ReplayBuffer:
             "pos": self.pos,
             "size": self.size,
             "open": int(self.open),
-            "rng": _rng_to_words(self.rng),
+            "rng": rng_to_words(self.rng),
         }
 
     # Fields that checkpoints written before n-step returns lack; load_state_dict rebuilds them.
@@ -230,8 +175,6 @@ class ReplayBuffer:
             ReplayMemoryError: when the state was made for another capacity,
                 observation shape or dtype, or its counters are out of range.
         """
-        from replay.frames import _rng_from_words
-
         layout = (int(state["capacity"]), tuple(int(d) for d in np.asarray(state["obs_shape"])), np.dtype(str(state["obs_dtype"])))
         if layout != (self.capacity, self.obs_shape, self.obs_dtype):
             raise ReplayMemoryError(
@@ -254,4 +197,4 @@ class ReplayBuffer:
             same = (self.next_obs[rows] == self.obs[after]).reshape(len(rows), -1).all(axis=1)
             self.links[rows] = same & (self.terminated[rows] == 0)
         self.open = bool(int(state.get("open", 0)))
-        self.rng = _rng_from_words(np.asarray(state["rng"]))
+        self.rng = rng_from_words(np.asarray(state["rng"]))
