@@ -19,12 +19,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+import click
 
-import click  # noqa: E402
+from agent.errors import UserError
 
-from agent.errors import UserError  # noqa: E402
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # before anything imports pygame
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,6 +46,9 @@ from agent.errors import UserError  # noqa: E402
 @click.option("--screenshot-dir", type=click.Path(file_okay=False), default=".", show_default=True, help="Where `s` saves PNG screenshots.")
 def main(**options) -> None:
     """Watch a trained DQN agent (RUN_DIR), a random agent, or play yourself."""
+    import tfquiet
+
+    tfquiet.setup()
     try:
         scores, stopped = play(**options)
     except UserError as e:
@@ -114,7 +116,6 @@ def load_agent(run_dir: str, env, which: str = "final"):
     Raises:
         UserError: for a missing or corrupt model, or one made for another env.
     """
-    import tfquiet  # noqa: F401  (before load_model imports Keras)
     from agent import run_dir as run_files
     from agent.recording import keras_q_fn
 

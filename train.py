@@ -10,14 +10,11 @@ save one and say how to resume.
 
 from __future__ import annotations
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import click
 
-import click  # noqa: E402
-
-from agent.errors import UserError, command  # noqa: E402
+from agent.errors import UserError, command
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,6 +41,9 @@ from agent.errors import UserError, command  # noqa: E402
 def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, demos, pixels, no_progress,
          resume_dir, checkpoint_every, keep, no_save_replay):
     """Train a Deep Q-Network and save the run directory."""
+    import tfquiet
+
+    tfquiet.setup()
     try:
         if resume_dir is not None:
             given = {"--env": env_id, "--preset": preset, "--config": config_file, "--set": overrides, "--seed": seed, "--run-dir": run_dir,

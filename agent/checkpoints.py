@@ -47,13 +47,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import tfquiet  # noqa: F401,E402  (before TensorFlow)
-import tensorflow as tf  # noqa: E402
-from tensorflow.core.util import event_pb2  # noqa: E402
+import tensorflow as tf
+from tensorflow.core.util import event_pb2
 
-from agent.config import DQNConfig  # noqa: E402
-from agent.errors import UserError, command  # noqa: E402
-from replay import ReplayMemory, ReplayMemoryError  # noqa: E402
+from agent.config import DQNConfig
+from agent.errors import UserError, command
+from replay import ReplayMemory, ReplayMemoryError
 
 CHECKPOINT_FORMAT = 1
 MANIFEST = "manifest.json"

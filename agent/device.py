@@ -1,6 +1,6 @@
 """Which device TensorFlow computes on, said once when training starts.
 
-The quiet import (tfquiet) hides TensorFlow's start-up lines, CUDA loading
+The quiet import (`tfquiet.setup()` at the entry points) hides TensorFlow's start-up lines, CUDA loading
 errors among them, so without this line a GPU machine could train on the CPU
 unnoticed.
 """
@@ -24,7 +24,6 @@ def cpu_model() -> str:
 
 def describe_device() -> str:
     """One line: the GPU(s) TensorFlow will use, or the CPU and why no GPU."""
-    import tfquiet  # noqa: F401  (before TensorFlow)
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")

@@ -11,14 +11,13 @@ once per learner call instead of once per update.
 from __future__ import annotations
 
 
-import tfquiet  # noqa: F401,E402  (before TensorFlow)
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from agent.config import DQNConfig  # noqa: E402
-from agent.networks import NumpyMLPPolicy, build_q_network  # noqa: E402
-from replay import Batch  # noqa: E402
+from agent.config import DQNConfig
+from agent.networks import NumpyMLPPolicy, build_q_network
+from replay import Batch
 
 
 class NonFiniteLossError(RuntimeError):

@@ -7,7 +7,6 @@ saved `.keras` file is all `play.py` needs.
 
 from __future__ import annotations
 
-import tfquiet  # noqa: F401  (before TensorFlow)
 import keras
 import numpy as np
 from keras import ops

@@ -60,7 +60,6 @@ def default_scale(frame_shape: tuple[int, ...]) -> int:
 
 def keras_q_fn(model) -> QFn:
     """A `q_fn` from a Keras Q-network: one traced `tf.function`, never `model.predict` per step."""
-    import tfquiet  # noqa: F401  (before TensorFlow)
     import tensorflow as tf
 
     spec = tf.TensorSpec([None, *model.input_shape[1:]], dtype=model.inputs[0].dtype)

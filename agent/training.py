@@ -18,22 +18,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tfquiet  # noqa: F401,E402  (before TensorFlow)
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from agent import run_dir as run_files  # noqa: E402
-from agent.checkpoints import (  # noqa: E402
+from agent import run_dir as run_files
+from agent.checkpoints import (
     Checkpoints, LoopState, StopSignals, remove_incomplete, trim_progress_csv, trim_tensorboard,
 )
-from agent.config import DQNConfig  # noqa: E402
-from agent.dqn import DQNAgent, NonFiniteLossError  # noqa: E402
-from agent.errors import UserError, command  # noqa: E402
-from agent.evaluation import evaluate  # noqa: E402
-from agent.schedules import chapter_episode_epsilon, linear  # noqa: E402
-from envs import is_atari, make_env, obs_signature, reward_threshold, same_env  # noqa: E402
-from replay import FrameReplayBuffer, ReplayBuffer, ReplayMemory  # noqa: E402
+from agent.config import DQNConfig
+from agent.dqn import DQNAgent, NonFiniteLossError
+from agent.errors import UserError, command
+from agent.evaluation import evaluate
+from agent.schedules import chapter_episode_epsilon, linear
+from envs import is_atari, make_env, obs_signature, reward_threshold, same_env
+from replay import FrameReplayBuffer, ReplayBuffer, ReplayMemory
 
 CSV_FIELDS = [
     "env_step", "episodes", "updates", "wall_time_s", "train_time_s", "steps_per_s", "epsilon",

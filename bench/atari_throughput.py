@@ -30,6 +30,9 @@ import click  # noqa: E402
 @click.option("--seed", type=int, default=0)
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
 def main(env_id, steps, overrides, seed, as_json):
+    import tfquiet
+
+    tfquiet.setup()
     import numpy as np
 
     from agent import config as config_lib

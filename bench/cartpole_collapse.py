@@ -76,6 +76,9 @@ def replay_terminals(run_dir: Path, size: int, recent: int) -> dict:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
 def main(seed, preset, every, overrides, as_json):
+    import tfquiet
+
+    tfquiet.setup()
     from agent import config as config_lib
     from agent.presets import resolve_config
     from agent.recording import keras_q_fn

@@ -41,6 +41,9 @@ FINAL_EPISODES = 100
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
 def main(seeds, first_seed, env_id, preset, threshold, eval_every, steps, overrides, as_json):
+    import tfquiet
+
+    tfquiet.setup()
     from agent import config as config_lib
     from agent.device import cpu_model
     from agent.errors import UserError

@@ -35,7 +35,9 @@ def user_errors(fn):
 def cli() -> None:
     """The handbook chapter's supervised models: linear regression, MNIST, a character RNN,
     a convolution worked by hand, MobileNetV2, and behaviour-cloning pretraining of a DQN torso."""
-    import tfquiet  # noqa: F401  (TensorFlow without its start-up chatter, before any command imports it)
+    import tfquiet
+
+    tfquiet.setup()  # TensorFlow without its start-up chatter, before any command imports it
 
 
 @cli.command()

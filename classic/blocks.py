@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import tfquiet  # noqa: F401  (before TensorFlow)
 import keras
 
 # (filters, kernel size, stride) of the Nature DQN torso (Mnih et al. 2015).

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import tfquiet  # noqa: F401  (before TensorFlow)
 import keras
 import numpy as np
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import tfquiet  # noqa: F401  (before TensorFlow)
 import keras
 import numpy as np
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import tfquiet  # noqa: F401  (before TensorFlow)
 import keras
 import numpy as np
 import tensorflow as tf
