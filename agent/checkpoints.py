@@ -52,6 +52,7 @@ from tensorflow.core.util import event_pb2
 
 from agent.config import DQNConfig
 from agent.errors import UserError, command
+from agent.files import atomic_path
 from replay import ReplayMemory, ReplayMemoryError
 
 CHECKPOINT_FORMAT = 1
@@ -743,12 +744,10 @@ def trim_tensorboard(tb_dir: Path, step: int) -> int:
         late = sum(1 for e in events if e.step > step)
         if not late and not torn:
             continue
-        tmp = tb_dir / f".trim-{os.getpid()}.tmp"
-        with tf.io.TFRecordWriter(str(tmp)) as writer:
+        with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
             for event in events:
                 if event.step <= step:
                     writer.write(event.SerializeToString())
-        os.replace(tmp, path)
         dropped += late
     return dropped
 

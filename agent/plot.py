@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import click
 import numpy as np
 
 from agent.errors import UserError
+from agent.files import atomic_path
 
 
 def read_progress(run_dir: str | Path) -> dict[str, np.ndarray]:
@@ -116,9 +116,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, *, labels: list[str] 
         fig.tight_layout()
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.stem}.tmp{out.suffix or '.png'}")
-            fig.savefig(tmp)
-            os.replace(tmp, out)
+            with atomic_path(out if out.suffix else out.with_suffix(".png")) as tmp:
+                fig.savefig(tmp)
         except OSError as e:
             raise UserError(f"cannot write {str(out)!r}: {e.strerror or e}") from None
     finally:

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import pygame  # noqa: E402
 
 from agent.errors import UserError  # noqa: E402
+from agent.files import atomic_path  # noqa: E402
 
 QFn = Callable[[np.ndarray], np.ndarray]  # obs batch (B, *obs_shape) -> Q-values (B, num_actions)
 
@@ -165,14 +166,8 @@ class DemoRecorder:
         }
         if self.lives and all(n is not None for n in self.lives):
             arrays["lives"] = np.asarray(self.lives, dtype=np.int64)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
         return path
 
 

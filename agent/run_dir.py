@@ -22,7 +22,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,24 +29,12 @@ from typing import Any
 from agent import config as config_lib
 from agent.config import DQNConfig
 from agent.errors import UserError
+from agent.files import atomic_path, atomic_write_bytes
 
 FORMAT_VERSION = 1
 RUN_FILES = ("config.toml", "meta.json", "model.keras")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -190,10 +177,8 @@ def save_model(run_dir: Path, model, which: str = "final") -> None:
 
     `which="best"` writes `best_model.keras`, the network of the best evaluation so far.
     """
-    final = run_dir / MODEL_FILES[which]
-    tmp = run_dir / f".{final.stem}.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, final)
+    with atomic_path(run_dir / MODEL_FILES[which]) as tmp:
+        model.save(tmp)
 
 
 def load_model(run_dir: str | Path, which: str = "final"):

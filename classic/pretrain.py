@@ -205,16 +205,14 @@ def check_out_path(out: str | os.PathLike) -> Path:
 
 def save_model_atomic(model: keras.Model, out: str | os.PathLike) -> Path:
     """Save as `.keras` under a temporary name in the same folder, then rename: a crash never leaves half a file."""
+    from agent.files import atomic_path
+
     out = check_out_path(out)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.keras")
     try:
-        model.save(tmp)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            model.save(tmp)
     except OSError as e:
         raise ClassicError(f"{out}: cannot write: {e.strerror or e}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out
 
 

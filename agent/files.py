@@ -1,0 +1,43 @@
+"""Writing files so that a crash or a full disk never leaves half of one.
+
+Every file the app writes whole (models, demos, plots, run files, trimmed
+TensorBoard logs) goes through `atomic_path`: the writer fills a temporary
+file beside the target, which replaces the target only once it is complete
+and flushed. Readers see the old file or the new one, never a torn one.
+Checkpoints are directories and seal themselves (agent/checkpoints.py).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on any error it is removed.
+
+    The temporary name keeps the target's suffix (`.x.tmp.keras`), since Keras
+    and matplotlib pick the format from it.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
