@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from agent.errors import UserError
+from agent.errors import UserError, cli_errors
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # before anything imports pygame
 
@@ -44,19 +44,13 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # before anything impo
 @click.option("--headless", is_flag=True, help="No window (SDL dummy video driver); for recording on servers.")
 @click.option("--save-demos", type=click.Path(dir_okay=False), default=None, help="Save the transitions played to this .npz (for pretraining).")
 @click.option("--screenshot-dir", type=click.Path(file_okay=False), default=".", show_default=True, help="Where `s` saves PNG screenshots.")
+@cli_errors()
 def main(**options) -> None:
     """Watch a trained DQN agent (RUN_DIR), a random agent, or play yourself."""
     import tfquiet
 
     tfquiet.setup()
-    try:
-        scores, stopped = play(**options)
-    except UserError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted", err=True)
-        sys.exit(130)
+    scores, stopped = play(**options)
     print_scores(scores, stopped)
 
 

@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from agent.errors import UserError, command
+from agent.errors import UserError, cli_errors, command
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,30 +38,23 @@ from agent.errors import UserError, command
 @click.option("--checkpoint-every", type=int, default=None, help="Env steps between checkpoints (checkpoint_every).")
 @click.option("--keep", type=int, default=3, show_default=True, help="Complete checkpoints kept on disk (the newest is never deleted).")
 @click.option("--no-save-replay", is_flag=True, help="Leave the replay memory out of checkpoints (a resume then learns from an empty buffer).")
+@cli_errors(interrupt_hint=lambda kw: (f"; continue from the last complete checkpoint with: {command('train')} --resume {where}"
+                                        if (where := kw["resume_dir"] or kw["run_dir"]) else ""))
 def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, demos, pixels, no_progress,
          resume_dir, checkpoint_every, keep, no_save_replay):
     """Train a Deep Q-Network and save the run directory."""
     import tfquiet
 
     tfquiet.setup()
-    try:
-        if resume_dir is not None:
-            given = {"--env": env_id, "--preset": preset, "--config": config_file, "--set": overrides, "--seed": seed, "--run-dir": run_dir,
-                     "--force": force, "--eval-every": eval_every, "--eval-episodes": eval_episodes, "--record-every": record_every,
-                     "--init-from": init_from, "--demos": demos, "--pixels": pixels}
-            clash = [name for name, value in given.items() if value is not None and value is not False and value != ()]
-            if clash:
-                raise UserError(f"--resume continues the saved config; {', '.join(clash)} cannot be combined with it (only --steps and --checkpoint-every can change)")
-        result = run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
-                     resume_dir=resume_dir, checkpoint_every=checkpoint_every, keep=keep, save_replay=not no_save_replay, demos=demos)
-    except UserError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        where = resume_dir or run_dir
-        hint = f"; continue from the last complete checkpoint with: {command('train')} --resume {where}" if where else ""
-        click.echo(f"\ninterrupted{hint}", err=True)
-        sys.exit(130)
+    if resume_dir is not None:
+        given = {"--env": env_id, "--preset": preset, "--config": config_file, "--set": overrides, "--seed": seed, "--run-dir": run_dir,
+                 "--force": force, "--eval-every": eval_every, "--eval-episodes": eval_episodes, "--record-every": record_every,
+                 "--init-from": init_from, "--demos": demos, "--pixels": pixels}
+        clash = [name for name, value in given.items() if value is not None and value is not False and value != ()]
+        if clash:
+            raise UserError(f"--resume continues the saved config; {', '.join(clash)} cannot be combined with it (only --steps and --checkpoint-every can change)")
+    result = run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
+                 resume_dir=resume_dir, checkpoint_every=checkpoint_every, keep=keep, save_replay=not no_save_replay, demos=demos)
     sys.exit(0 if result else 1)
 
 

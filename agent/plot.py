@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 from pathlib import Path
 
 import click
 import numpy as np
 
-from agent.errors import UserError
+from agent.errors import UserError, cli_errors
 from agent.files import atomic_path
 
 
@@ -140,15 +139,12 @@ def _env_id(run_dir: str | Path) -> str:
 @click.option("--label", "labels", multiple=True, help="Legend name per run (repeat, in order).")
 @click.option("--smooth", "window", type=click.IntRange(min=1), default=10, show_default=True, help="Rows in the training-return moving average.")
 @click.option("--title", default=None, help="Figure title.  [default: the env ids]")
+@cli_errors()
 def main(run_dirs, out, labels, window, title) -> None:
     """Plot learning curves of one or more runs on one figure."""
-    try:
-        if labels and len(labels) != len(run_dirs):
-            raise UserError(f"got {len(labels)} --label for {len(run_dirs)} runs; give one per run or none")
-        path = plot_runs(list(run_dirs), out, labels=list(labels) or None, window=window, title=title)
-    except UserError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    if labels and len(labels) != len(run_dirs):
+        raise UserError(f"got {len(labels)} --label for {len(run_dirs)} runs; give one per run or none")
+    path = plot_runs(list(run_dirs), out, labels=list(labels) or None, window=window, title=title)
     click.echo(f"saved {path}")
 
 

@@ -22,6 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import click  # noqa: E402
 
+from agent.errors import cli_errors  # noqa: E402
+from envs import EnvError  # noqa: E402
+
 
 @click.command()
 @click.option("--env", "env_id", default="Breakout", show_default=True)
@@ -29,6 +32,7 @@ import click  # noqa: E402
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset field.")
 @click.option("--seed", type=int, default=0)
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
+@cli_errors(also=(EnvError,))
 def main(env_id, steps, overrides, seed, as_json):
     import tfquiet
 
@@ -36,17 +40,12 @@ def main(env_id, steps, overrides, seed, as_json):
     import numpy as np
 
     from agent import config as config_lib
-    from agent.errors import UserError
     from agent.presets import resolve_config
     from agent.training import build_agent, make_replay, replay_targets
-    from envs import EnvError, make_env, obs_signature
+    from envs import make_env, obs_signature
 
-    try:
-        cfg = resolve_config(env_id=env_id, overrides={"seed": seed, **config_lib.parse_overrides(overrides)})
-        env = make_env(cfg.env_id, seed=cfg.seed, mode="train")
-    except (UserError, EnvError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    cfg = resolve_config(env_id=env_id, overrides={"seed": seed, **config_lib.parse_overrides(overrides)})
+    env = make_env(cfg.env_id, seed=cfg.seed, mode="train")
     obs_shape, obs_dtype, num_actions = obs_signature(env)
     agent = build_agent(cfg, env)
     replay = make_replay(cfg, obs_shape, obs_dtype)

@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import click  # noqa: E402
 
+from agent.errors import cli_errors  # noqa: E402
+
 EVAL_EPISODES = 10
 FINAL_EPISODES = 100
 
@@ -40,6 +42,7 @@ FINAL_EPISODES = 100
 @click.option("--steps", type=int, default=None, help="Env steps per seed (default: the preset's total_steps).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
+@cli_errors()
 def main(seeds, first_seed, env_id, preset, threshold, eval_every, steps, overrides, as_json):
     import tfquiet
 
@@ -51,18 +54,13 @@ def main(seeds, first_seed, env_id, preset, threshold, eval_every, steps, overri
     from agent.training import train
     from envs import reward_threshold
 
-    try:
-        base = resolve_config(env_id=env_id or (None if preset else "CartPole-v1"), preset=preset, overrides=config_lib.parse_overrides(overrides))
-        if steps is not None:
-            base = config_lib.validate(base.replace(total_steps=steps))
-    except UserError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    base = resolve_config(env_id=env_id or (None if preset else "CartPole-v1"), preset=preset, overrides=config_lib.parse_overrides(overrides))
+    if steps is not None:
+        base = config_lib.validate(base.replace(total_steps=steps))
     env_id = base.env_id
     threshold = threshold if threshold is not None else reward_threshold(env_id)
     if threshold is None:
-        click.echo(f"error: {env_id} has no reward threshold; pass --threshold", err=True)
-        sys.exit(2)
+        raise UserError(f"{env_id} has no reward threshold; pass --threshold")
     preset = preset or preset_for_env(env_id)
     total = base.total_steps
     protocol = dict(eval_every=eval_every, eval_episodes=EVAL_EPISODES, final_eval_episodes=FINAL_EPISODES, eval_epsilon=0.0,

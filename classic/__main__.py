@@ -6,29 +6,15 @@ with one `error: ...` line on stderr and exit status 2.
 
 from __future__ import annotations
 
-import functools
-import sys
-
 import click
 
-from classic.errors import ClassicError
+from agent.errors import cli_errors
 
 positive_int = click.IntRange(min=1)
 positive_float = click.FloatRange(min=0, min_open=True)
 
 
-def user_errors(fn):
-    """Turn a `ClassicError` into `error: ...` on stderr and exit status 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ClassicError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-
-    return wrapper
+user_errors = cli_errors()  # `error: ...` and exit 2, as train.py and play.py answer
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
