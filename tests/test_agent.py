@@ -96,15 +96,47 @@ def test_numpy_acting_matches_the_network():
         np.testing.assert_allclose(agent.q_values(obs), agent.online(obs).numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_epsilon_greedy():
+class ScriptedRng:
+    """Hands `act` the uniform draws and random actions a test chose, so which rows explore is known."""
+
+    def __init__(self, uniforms, actions):
+        self.uniforms, self.actions = np.asarray(uniforms, np.float64), np.asarray(actions, np.int64)
+
+    def random(self, n):
+        assert n == len(self.uniforms)
+        return self.uniforms
+
+    def integers(self, low, high, size):
+        assert (low, high, size) == (0, 3, len(self.actions))
+        return self.actions
+
+
+def test_epsilon_greedy_explores_exactly_the_rows_drawn_below_epsilon():
     agent = make_agent()
-    obs = np.random.default_rng(7).normal(size=(500, 4)).astype(np.float32)
+    obs = np.random.default_rng(7).normal(size=(6, 4)).astype(np.float32)
+    greedy = agent.q_values(obs).argmax(axis=1)
+    others = (greedy + 1) % 3  # a random action that differs from the greedy one, so each row shows who chose it
+    rng = ScriptedRng([0.0, 0.29, 0.3, 0.31, 0.7, 0.99], others)
+    np.testing.assert_array_equal(agent.act(obs, 0.3, rng=rng), np.where([True, True, False, False, False, False], others, greedy))
+    np.testing.assert_array_equal(agent.act(obs, 0.0, rng=rng), greedy)
+    np.testing.assert_array_equal(agent.act(obs, 1.0, rng=rng), others)
+
+
+def test_epsilon_greedy_rates():
+    """With 3 actions a row agrees with the greedy action with probability 1 - epsilon * 2/3."""
+    agent = make_agent()
+    obs = np.random.default_rng(7).normal(size=(30_000, 4)).astype(np.float32)
     greedy = agent.q_values(obs).argmax(axis=1)
     np.testing.assert_array_equal(agent.act(obs, 0.0), greedy)
-    explored = agent.act(obs, 1.0)
-    assert set(explored.tolist()) == {0, 1, 2}
-    agree = (agent.act(obs, 0.5) == greedy).mean()
-    assert 0.55 < agree < 0.95  # ~ 0.5 + 0.5/3
+    for epsilon in (0.1, 0.5, 1.0):
+        actions = agent.act(obs, epsilon)
+        # binomial standard deviation <= 0.003 at n = 30,000: 0.015 is 5 of them
+        assert (actions == greedy).mean() == pytest.approx(1 - epsilon * 2 / 3, abs=0.015), epsilon
+    assert (np.bincount(actions, minlength=3) / len(actions)).tolist() == pytest.approx([1 / 3] * 3, abs=0.015)  # epsilon 1: uniform
+    # Evaluation passes its own RNG: the agent's training RNG does not move.
+    before = agent.rng.bit_generator.state
+    agent.act(obs, 0.5, rng=np.random.default_rng(1))
+    assert agent.rng.bit_generator.state == before
 
 
 def test_non_finite_loss_is_reported():
@@ -139,3 +171,85 @@ def test_non_finite_gradient_is_never_applied():
     for w, r in zip(agent.online.get_weights(), reference.online.get_weights()):
         assert np.isfinite(w).all()
         np.testing.assert_allclose(w, r, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- optimizer, clipping, dueling head
+
+
+def first_step(agent: DQNAgent, b: Batch) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+    """(the gradient of the loss, the change of each weight, update's metrics) for the first update of a fresh agent.
+
+    gamma = 0 and the MSE loss make the target the reward, so the gradient is that of mean((r - Q(s, a))^2).
+    """
+    import tensorflow as tf
+
+    assert agent.cfg.gamma == 0.0 and agent.cfg.loss == "mse" and agent.num_updates == 0
+    variables = agent.online.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    with tf.GradientTape() as tape:
+        q = agent.online(b.obs, training=True)
+        loss = tf.reduce_mean((b.rewards - tf.gather(q, b.actions, axis=1, batch_dims=1)) ** 2)
+    grads = [g.numpy().astype(np.float64) for g in tape.gradient(loss, variables)]
+    metrics = agent.update(b)
+    deltas = [v.numpy().astype(np.float64) - w for v, w in zip(variables, before)]
+    return grads, deltas, metrics
+
+
+def deepmind_rmsprop_first_step(g: np.ndarray, lr: float) -> np.ndarray:
+    """Centered RMSProp, decay 0.95, epsilon 0.01 (Mnih et al. 2015), from zero statistics: the mean square is 0.05 g^2,
+    the mean 0.05 g, so the step is -lr g / sqrt(0.05 g^2 - 0.0025 g^2 + 0.01)."""
+    return -lr * g / np.sqrt(0.0475 * g**2 + 0.01)
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.0, 0.05, 1e6], ids=["off", "clipped", "above-the-norm"])
+def test_rmsprop_and_gradient_clipping(max_grad_norm):
+    lr = 1e-2
+    agent = make_agent(optimizer="rmsprop", learning_rate=lr, gamma=0.0, loss="mse", max_grad_norm=max_grad_norm, jit_compile=False)
+    b = random_batch(np.random.default_rng(10))
+    b = b._replace(rewards=b.rewards * 20)  # a gradient norm far above 0.05
+    grads, deltas, metrics = first_step(agent, b)
+    norm = float(np.sqrt(sum((g**2).sum() for g in grads)))
+    assert metrics["grad_norm"] == pytest.approx(norm, rel=1e-4)  # reported before clipping
+    assert norm > 20 * 0.05
+    scale = 0.05 / norm if max_grad_norm == 0.05 else 1.0  # clip_by_global_norm: g * c / |g| when |g| > c
+    for g, d in zip(grads, deltas):
+        np.testing.assert_allclose(d, deepmind_rmsprop_first_step(g * scale, lr), rtol=2e-3, atol=1e-7)  # float32 weights: ~3e-8 apart
+    # The two cases differ visibly: RMSProp's step depends on the gradient's size where it is small against epsilon.
+    unclipped, clipped = (np.concatenate([deepmind_rmsprop_first_step(g * s, lr).ravel() for g in grads]) for s in (1.0, 0.05 / norm))
+    assert np.abs(unclipped - clipped).max() > 100 * (1e-7 + 2e-3 * np.abs(clipped).max())
+
+
+def test_adam_is_the_default_and_its_first_step_is_the_learning_rate():
+    """Adam's first step is lr * g / (|g| + eps / sqrt(1 - beta_2)): lr in each direction whose gradient is well above that, whatever its size."""
+    agent = make_agent(learning_rate=1e-3, gamma=0.0, loss="mse", max_grad_norm=0.0, jit_compile=False)
+    assert type(agent.optimizer).__name__ == "Adam"
+    grads, deltas, _ = first_step(agent, random_batch(np.random.default_rng(11)))
+    for g, d in zip(grads, deltas):
+        big = np.abs(g) > 1e-2  # eps / sqrt(1 - 0.999) = 3.2e-6 is then 0.03% of |g|
+        assert big.mean() > 0.3
+        np.testing.assert_allclose(d[big], -1e-3 * np.sign(g[big]), rtol=1e-3, atol=1e-7)
+
+
+def test_dueling_head_survives_save_and_load(tmp_path):
+    """A dueling network saved as a run saves it loads with keras.models.load_model (safe mode) and computes the same Q = V + A - mean(A)."""
+    import keras
+
+    from agent import run_dir as run_files
+    from agent.networks import DuelingHead
+
+    agent = make_agent(dueling=True, jit_compile=False)
+    agent.update(random_batch(np.random.default_rng(12)))
+    run_files.save_model(tmp_path, agent.online)
+    loaded = keras.models.load_model(tmp_path / "model.keras", compile=False, safe_mode=True)
+    head = loaded.get_layer("q")
+    assert isinstance(head, DuelingHead) and head.num_actions == 3
+    obs = np.random.default_rng(13).normal(size=(64, 4)).astype(np.float32)
+    expected = agent.online(obs).numpy()
+    np.testing.assert_array_equal(loaded(obs).numpy(), expected)
+    np.testing.assert_array_equal(run_files.load_model(tmp_path)(obs).numpy(), expected)
+    # The head's own structure, from its loaded weights: Q = V + A - mean_a A.
+    features = keras.Model(loaded.input, head.input)(obs).numpy().astype(np.float64)
+    (vk, vb), (ak, ab) = head.value.get_weights(), head.advantage.get_weights()
+    v, a = features @ vk + vb, features @ ak + ab
+    np.testing.assert_allclose(expected, v + a - a.mean(axis=1, keepdims=True), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(a - a.mean(axis=1, keepdims=True), 0.0)  # the advantages are not all equal

@@ -1,11 +1,14 @@
-"""The bench scripts run end to end on tiny budgets and end with a JSON line holding their keys (figures are never asserted)."""
+"""Every bench script runs end to end on a tiny budget and ends with a JSON line holding its keys (timings are never asserted, only what is known)."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,3 +36,49 @@ def test_cartpole_collapse_looks_at_the_run_in_slices():
     for row in out["rows"]:
         assert sum(row["ends"].values()) == 10  # ten greedy episodes, each ended one way
         assert 0.0 <= row["terminal_share"] <= 1.0 and row["gap"] >= 0.0
+
+
+def assert_numbers(out: dict, *keys: str) -> None:
+    for key in keys:
+        assert isinstance(out[key], (int, float)) and math.isfinite(out[key]) and out[key] >= 0, (key, out[key])
+
+
+def test_atari_throughput_times_the_real_loop():
+    from replay import FrameReplayBuffer
+
+    out = bench("atari_throughput.py", "--env", "Breakout", "--steps", "8", "--set", "learning_starts=64", "--set", "train_freq=4",
+                "--set", "gradient_steps=1", "--set", "batch_size=8", "--set", "replay_capacity=1000")
+    timings = ("env_steps_per_s", "updates_per_s", "ms_per_update", "ms_per_sample", "ms_per_act", "ms_per_env_step", "peak_rss_mb", "fill_seconds")
+    assert set(out) == {"env_id", "steps", "train_freq", "gradient_steps", "batch_size", "jit_compile", "replay_mb", *timings}
+    assert (out["env_id"], out["steps"], out["train_freq"], out["gradient_steps"], out["batch_size"]) == ("ALE/Breakout-v5", 8, 4, 1, 8)
+    assert_numbers(out, *timings)
+    assert out["updates_per_s"] / out["env_steps_per_s"] == pytest.approx(1 / 4, rel=0.05)  # one update per 4 env steps
+    assert out["replay_mb"] == round(FrameReplayBuffer.expected_nbytes(1000) / 2**20, 1)
+
+
+def test_replay_memory_reports_the_layouts_bytes():
+    import numpy as np
+
+    from replay import FrameReplayBuffer, ReplayBuffer
+
+    out = bench("replay_memory.py", "--capacity", "1000", "--fill", "300", "--calls", "5")
+    assert set(out) == {"capacity", "bytes_per_transition", "total_bytes", "allocated_nbytes", "stacked_ring_bytes", "sample_us", "batch_size", "add_us", "fill"}
+    total = FrameReplayBuffer.expected_nbytes(1000, (84, 84), 4)
+    assert (out["capacity"], out["total_bytes"], out["allocated_nbytes"], out["batch_size"], out["fill"]) == (1000, total, total, 32, 300)
+    assert out["bytes_per_transition"] == total / 1000
+    assert out["stacked_ring_bytes"] == ReplayBuffer.expected_nbytes(1000, (84, 84, 4), np.uint8)
+    assert_numbers(out, "sample_us", "add_us")
+
+
+def test_replay_persist_round_trips_and_cleans_up(tmp_path):
+    from replay import FrameReplayBuffer
+
+    out = bench("replay_persist.py", "--capacity", "500", "--dir", str(tmp_path))
+    sizes = ("save_s", "sha256_s", "restore_s", "save_peak_extra_mib", "save_anon_extra_mib", "save_tracemalloc_peak_mib", "restore_peak_extra_mib",
+             "restore_anon_extra_mib")
+    assert set(out) == {"capacity", "replay_mib", "disk_mib", "identical", *sizes}
+    assert out["capacity"] == 500 and out["identical"] is True
+    mib = round(FrameReplayBuffer.expected_nbytes(500) / 2**20, 1)
+    assert out["replay_mib"] == mib and mib <= out["disk_mib"] <= mib + 0.1  # the arrays, plus .npy headers
+    assert_numbers(out, *sizes)
+    assert list(tmp_path.iterdir()) == []  # its work directory is removed

@@ -152,8 +152,10 @@ def test_atari_demos_without_lives_are_refused(tmp_path):
     run = tmp_path / "run"
     code, out = cli("--env", "Breakout", "--demos", str(path), "--run-dir", str(run))
     lines = out.strip().splitlines()
-    assert code == 1 or code == 2, out
-    assert lines[-1].startswith("error: --demos") and "lives" in lines[-1], out
+    assert code == 2, out  # the README: bad input ends with one error line and exit status 2
+    assert lines[-1].startswith("error: --demos") and "lives" in lines[-1] and "play.py --save-demos" in lines[-1], out
+    assert sum(line.startswith("error:") for line in lines) == 1 and "Traceback" not in out, out
+    assert not run.exists()  # refused before anything was written
 
 
 def test_demos_of_one_atari_game_fit_its_other_ids(tmp_path):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+
 import numpy as np
 import pytest
 
-import replay.uniform
+import replay.base
 from envs.atari import make_atari_env
 from replay import FrameReplayBuffer, ReplayMemoryError
 
@@ -125,10 +126,18 @@ def test_terminated_vs_truncated_keeps_the_real_final_observation():
 
 
 def test_terminated_flag_is_stored(breakout):
-    buf = FrameReplayBuffer(1_000, seed=0)
+    """Every transition, read back in the order it was stored, keeps its own terminated flag, action and reward."""
+    buf = FrameReplayBuffer(1_000, seed=0)  # no wrap: slot order is step order
     store(buf, breakout)
-    batch = buf.sample(4000)
-    assert 0 < batch.terminated.sum() < 4000
+    every = np.flatnonzero(buf._valid(np.arange(buf.size)))
+    assert len(every) == len(breakout)
+    batch = buf._gather(every)
+    np.testing.assert_array_equal(batch.terminated, [float(s[4]) for s in breakout])
+    assert int(batch.terminated.sum()) == sum(s[4] for s in breakout) >= 4  # the lost lives, exactly
+    np.testing.assert_array_equal(batch.actions, [s[1] for s in breakout])
+    np.testing.assert_array_equal(batch.rewards, [s[2] for s in breakout])
+    for i in np.flatnonzero(batch.terminated):  # and each terminal row is the step that lost the life
+        np.testing.assert_array_equal(batch.next_obs[i], breakout[i][3])
 
 
 def random_stack_steps(n: int, seed: int = 0, episode_len: int = 50):
@@ -165,7 +174,7 @@ def test_nbytes_is_exact_and_under_7200_bytes_per_frame():
 
 
 def test_refuses_a_capacity_that_does_not_fit(monkeypatch):
-    monkeypatch.setattr(replay.uniform, "available_memory_bytes", lambda: 10 * 2**20)
+    monkeypatch.setattr(replay.base, "available_memory_bytes", lambda: 10 * 2**20)
     with pytest.raises(ReplayMemoryError, match="replay_capacity"):
         FrameReplayBuffer(1_000_000)
     with pytest.raises(ReplayMemoryError):

@@ -27,8 +27,6 @@ from agent import recording as rec  # noqa: E402
 from videos import read_video  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-HAS_ATARI = (ROOT / "envs" / "atari.py").is_file()
-needs_atari = pytest.mark.skipif(not HAS_ATARI, reason="envs/atari.py (the Atari wrappers) is not in this checkout yet")
 CARTPOLE_HUD_SIZE = (600 + rec.PANEL_WIDTH, 400)  # (width, height) of a CartPole frame with the HUD
 
 
@@ -154,6 +152,61 @@ def test_save_demos_round_trip(run_dir, tmp_path):
         assert set(np.unique(d["actions"])) <= {0, 1}
 
 
+# --------------------------------------------------------------------------- --best, --epsilon, --scale
+
+
+@pytest.fixture(scope="module")
+def two_model_run(run_dir, tmp_path_factory) -> Path:
+    """A copy of the run whose final network always pushes left (0) and whose best network always pushes right (1)."""
+    from agent import run_dir as run_files
+
+    path = tmp_path_factory.mktemp("two-models")
+    for name in ("config.toml", "meta.json"):
+        (path / name).write_bytes((run_dir / name).read_bytes())
+    for which, preferred in (("final", 0), ("best", 1)):
+        model = run_files.load_model(run_dir)
+        kernel, bias = model.get_layer("q").get_weights()
+        bias = np.zeros_like(bias)
+        bias[preferred] = 1.0
+        model.get_layer("q").set_weights([np.zeros_like(kernel), bias])
+        run_files.save_model(path, model, which=which)
+    return path
+
+
+def played_actions(run: Path, tmp_path: Path, *args) -> np.ndarray:
+    demos = tmp_path / f"demos-{len(list(tmp_path.glob('demos-*')))}.npz"
+    result = invoke(run, "--headless", "--save-demos", demos, "--episodes", 3, "--max-steps", 40, *args)
+    assert result.exit_code == 0, result.output
+    with np.load(demos) as d:
+        return d["actions"]
+
+
+def test_best_plays_the_best_network_and_epsilon_explores(two_model_run, tmp_path):
+    assert set(played_actions(two_model_run, tmp_path).tolist()) == {0}  # model.keras, greedy (CartPole's default epsilon is 0)
+    assert set(played_actions(two_model_run, tmp_path, "--best").tolist()) == {1}  # best_model.keras
+    explored = played_actions(two_model_run, tmp_path, "--epsilon", 1.0)
+    assert set(explored.tolist()) == {0, 1} and len(explored) > 20  # every action random: the network's 0 is not followed
+    assert set(played_actions(two_model_run, tmp_path, "--best", "--epsilon", 0.0).tolist()) == {1}
+
+
+def test_scale_enlarges_the_game_frame(run_dir, tmp_path):
+    frames = {}
+    for scale in (1, 2):
+        out = tmp_path / f"x{scale}.mp4"
+        result = invoke(run_dir, "--headless", "--record", out, "--episodes", 1, "--max-steps", 5, "--no-hud", "--scale", scale)
+        assert result.exit_code == 0, result.output
+        frames[scale] = read_video(out)
+    assert len(frames[1]) == len(frames[2]) == 6
+    assert frames[1][0].shape == (400, 600, 3) and frames[2][0].shape == (800, 1200, 3)
+    for small, big in zip(frames[1], frames[2]):  # the same picture, twice as large (H.264 is lossy: compared on average)
+        shrunk = cv2.resize(big, (600, 400), interpolation=cv2.INTER_AREA)
+        # ~0.09 here; the neighbouring state's frame is ~0.3-0.4 away, the unscaled top-left corner ~3
+        assert np.abs(shrunk.astype(int) - small.astype(int)).mean() < 0.25
+    result = invoke(run_dir, "--headless", "--record", tmp_path / "hud.mp4", "--episodes", 1, "--max-steps", 2, "--scale", 2)
+    assert result.exit_code == 0, result.output
+    assert read_video(tmp_path / "hud.mp4")[0].shape == (800, 1200 + rec.PANEL_WIDTH, 3)
+
+
 # --------------------------------------------------------------------------- interruption
 
 
@@ -211,27 +264,63 @@ def post_key(events, key: int, char: str = "") -> None:
     events.post(pygame.event.Event(pygame.KEYDOWN, key=key, unicode=char, mod=0, scancode=0))
 
 
-def test_window_keys_screenshot_pause_and_quit(run_dir, tmp_path):
+class FakeClock:
+    """pygame's Clock without the sleep: the test runs at the speed of the machine, and ticks are recorded."""
+
+    ticks: list[float] = []
+
+    def tick(self, fps: float = 0) -> int:
+        FakeClock.ticks.append(fps)
+        return 0
+
+
+def test_window_keys_screenshot_pause_step_speed_and_quit(run_dir, tmp_path, monkeypatch):
+    """What each key does, frame by frame: space freezes the game, `.` moves it on by exactly one state and leaves it
+    paused, space again resumes, `+`/`-` change the speed by 1.5x, `s` saves the frame on screen, `q` ends at once.
+    A key that does nothing fails the frame bound here instead of hanging the suite."""
     import pygame
 
+    FakeClock.ticks = []
+    monkeypatch.setattr(pygame.time, "Clock", FakeClock)
+    drawn = []  # (index of the state on screen, paused, fps) for every frame the window shows
     seen = []
+    real_status = play._draw_status
+
+    def status(screen, paused, recording, fps):
+        drawn.append((len(seen) - 1, paused, fps))
+        assert len(drawn) < 200, f"the window is stuck: {drawn[:20]}"
+        frozen = [d for d in drawn if d[1]]
+        # keys typed while paused: `.` after 3 frozen frames on state 3, space and `+` after 3 frozen frames on state 4
+        if paused and len(frozen) == 3 and frozen[-1][0] == 3:
+            post_key(pygame.event, pygame.K_PERIOD, ".")
+        if paused and len(frozen) == 6 and frozen[-1][0] == 4:
+            post_key(pygame.event, pygame.K_SPACE, " ")
+            post_key(pygame.event, pygame.K_PLUS, "+")
+        real_status(screen, paused, recording, fps)
 
     def keys(view, events):
         seen.append(view)
         if len(seen) == 4:
             post_key(events, pygame.K_s, "s")
-            post_key(events, pygame.K_SPACE, " ")  # pause ...
-            post_key(events, pygame.K_PERIOD, ".")  # ... step once
-        if len(seen) == 5:
-            post_key(events, pygame.K_SPACE, " ")  # resume
-            post_key(events, pygame.K_PLUS, "+")
+            post_key(events, pygame.K_SPACE, " ")  # pause
+        if len(seen) == 7:
+            post_key(events, pygame.K_MINUS, "-")
         if len(seen) == 9:
             post_key(events, pygame.K_q, "q")
 
-    scores, stopped = play.play(run_dir=str(run_dir), episodes=5, fps=1000, screenshot_dir=str(tmp_path), on_view=keys)
+    monkeypatch.setattr(play, "_draw_status", status)
+    scores, stopped = play.play(run_dir=str(run_dir), episodes=5, fps=200, max_steps=100, screenshot_dir=str(tmp_path), on_view=keys)
     assert len(seen) == 9, "q ends the session at once"
     assert stopped == (None if seen[-1].done else seen[-1].score)
+    # Frame by frame: states 0-2 running, state 3 shown running then frozen for 3 frames, `.` shows state 4, still
+    # frozen (3 frames); space resumes and `+` speeds up to 300 fps; `-` at state 6 slows to 200 again.
+    expected = [(0, False, 200), (1, False, 200), (2, False, 200), (3, False, 200), (3, True, 200), (3, True, 200), (3, True, 200),
+                (4, True, 200), (4, True, 200), (4, True, 200), (5, False, 300), (6, False, 300), (7, False, 200), (8, False, 200)]
+    assert drawn == expected
+    # Paused, the window redraws at 30/s; the `.` step goes at the game's speed.
+    assert FakeClock.ticks == [200, 200, 200, 30, 30, 30, 200, 30, 30, 300, 300, 200, 200]
     shot = tmp_path / f"CartPole-v1-ep{seen[3].episode}-step{seen[3].step}.png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [shot.name]
     image = cv2.imread(str(shot))
     assert image.shape == (400, CARTPOLE_HUD_SIZE[0], 3)
     assert_not_blank(image)
@@ -359,10 +448,8 @@ def test_other_bad_combinations(args, words):
 # --------------------------------------------------------------------------- Atari
 
 
-@needs_atari
 def test_breakout_recording_on_the_real_rom(tmp_path):
     """The Atari path end to end: 84x84x4 network input, 160x210 RGB frames shown at 3x, HUD Q-values."""
-    import tfquiet  # noqa: F401
     import keras
 
     from agent.networks import build_q_network
@@ -391,7 +478,6 @@ def test_breakout_recording_on_the_real_rom(tmp_path):
     env.close()
 
 
-@needs_atari
 def test_breakout_alias_random_agent_cli(tmp_path):
     out = tmp_path / "b.mp4"
     result = invoke("--env", "Breakout", "--agent", "random", "--headless", "--record", out, "--episodes", 1, "--max-steps", 30)

@@ -44,14 +44,50 @@ def test_smooth_is_a_trailing_mean_that_skips_gaps():
     np.testing.assert_allclose(out[[0, 2, 3, 4]], [1.0, 2.0, 4.0, 6.0])
 
 
-def test_cli_writes_a_png_with_several_runs(runs, tmp_path):
+def test_cli_draws_each_runs_curves_into_a_png(runs, tmp_path, monkeypatch):
+    """Each run gets its colour: its evaluations as points on a line at exactly the logged values (with a +/- std band),
+    its training return smoothed as a faint line; the legend names the runs; the PNG shows both colours."""
+    import matplotlib.colors
+    import matplotlib.figure
+
+    figures = []
+    savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        figures.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
     out = tmp_path / "figs" / "curve.png"
-    result = CliRunner().invoke(plot.main, [*map(str, runs), "--out", str(out), "--label", "seed 0", "--label", "seed 1"])
+    result = CliRunner().invoke(plot.main, [*map(str, runs), "--out", str(out), "--label", "seed 0", "--label", "seed 1", "--smooth", "3"])
     assert result.exit_code == 0, result.output
+    assert result.output == f"saved {out}\n"
+    (ax,) = figures[0].axes
+    assert ax.get_title() == "CartPole-v1" and ax.get_xlabel() == "env steps" and ax.get_ylabel() == "return"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "seed 0", "seed 1", "training return (mean of last episodes, smoothed over 3 rows)", "evaluation return (greedy, +/- std)"]
+    for i, run in enumerate(runs):
+        data = plot.read_progress(run)
+        colour = matplotlib.colors.to_hex(f"C{i}")
+        lines = [line for line in ax.lines if line.get_xydata().size and matplotlib.colors.to_hex(line.get_color()) == colour]
+        evals = [line for line in lines if line.get_marker() == "o"]
+        trains = [line for line in lines if line.get_marker() != "o"]
+        assert len(evals) == len(trains) == 1
+        assert evals[0].get_label() == f"seed {i}"
+        assert evals[0].get_xdata().tolist() == [500, 1000, 1500]
+        evaluated = np.isfinite(data["eval_return_mean"])
+        np.testing.assert_array_equal(evals[0].get_ydata(), data["eval_return_mean"][evaluated])
+        trained = np.isfinite(data["train_return_mean"])
+        np.testing.assert_array_equal(trains[0].get_xdata(), data["env_step"][trained])
+        np.testing.assert_allclose(trains[0].get_ydata(), plot.smooth(data["train_return_mean"], 3)[trained])
+        assert trains[0].get_alpha() == 0.35
+    assert len(ax.collections) == 2  # one std band per run
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = cv2.imread(str(out))
     assert image.shape == (450, 800, 3)
-    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 20, "something was drawn"
+    for colour in ("C0", "C1"):  # the evaluation markers are drawn in the runs' colours, opaque
+        r, g, b = (round(255 * c) for c in matplotlib.colors.to_rgb(colour))
+        assert (image.reshape(-1, 3) == (b, g, r)).all(axis=1).sum() >= 20, colour
     assert not list(out.parent.glob(".*")), "no temp file is left behind"
 
 

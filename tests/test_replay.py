@@ -61,22 +61,72 @@ def test_bad_sizes_are_refused():
         ReplayBuffer(10, (4,)).sample(1)
 
 
-def test_truncated_episode_keeps_its_final_observation_and_bootstraps():
-    """A time-limit end stores the real last observation and terminated=0 (CartPole with a 5-step limit)."""
-    from agent.training import replay_targets
+class StepLog(gym.Wrapper):
+    """Cuts episodes at 5 steps (a time limit) and notes every observation the training loop was given."""
 
-    cfg = DQNConfig()
-    env = gym.make("CartPole-v1", max_episode_steps=5)
-    buf = ReplayBuffer(10, (4,), seed=0)
-    obs, _ = env.reset(seed=3)
-    for _ in range(5):
-        next_obs, reward, terminated, truncated, _ = env.step(0 if _ % 2 else 1)
-        stored_reward, ends = replay_targets(reward, terminated, truncated, cfg)
-        buf.add(obs, 0, stored_reward, next_obs, ends)
-        obs = next_obs
-    assert truncated and not terminated
-    np.testing.assert_array_equal(buf.next_obs[4], next_obs)  # not a reset observation
-    assert buf.terminated[4] == 0.0 and buf.rewards[4] == 1.0
+    def __init__(self, env, log: list):
+        super().__init__(gym.wrappers.TimeLimit(env, max_episode_steps=5))
+        self.log = log
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.log.append(("reset", obs.copy()))
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.log.append(("step", int(action), float(reward), obs.copy(), bool(terminated), bool(truncated)))
+        return obs, reward, terminated, truncated, info
+
+
+@pytest.mark.parametrize("chapter_rules", [False, True], ids=["default", "chapter"])
+def test_the_training_loop_stores_what_the_env_gave(tmp_path, monkeypatch, chapter_rules):
+    """agent.training.train itself, on CartPole cut at 5 steps: each stored row is the env's own step; a time-limit end keeps
+    its real final observation and bootstraps (terminated 0), unless the chapter's rules (-10, done as terminal) are on."""
+    import agent.training as training
+    from agent.presets import resolve_config
+
+    log, buffers = [], []
+    real_make_env, real_make_replay = training.make_env, training.make_replay
+
+    def make_env(env_id, *, mode="train", **kwargs):
+        env = real_make_env(env_id, mode=mode, **kwargs)
+        return StepLog(env, log) if mode == "train" else env
+
+    def make_replay(*args, **kwargs):
+        buffers.append(real_make_replay(*args, **kwargs))
+        return buffers[-1]
+
+    monkeypatch.setattr(training, "make_env", make_env)
+    monkeypatch.setattr(training, "make_replay", make_replay)
+    changes = dict(terminal_reward=-10.0, truncation_as_terminal=True) if chapter_rules else {}
+    cfg = resolve_config(env_id="CartPole-v1").replace(
+        total_steps=23, learning_starts=1_000, replay_capacity=100, eval_every=0, eval_episodes=1, final_eval_episodes=0,
+        checkpoint_every=0, log_every=0, **changes)
+    training.train(cfg, tmp_path, progress=False)
+
+    rows, obs = [], None  # (obs, action, reward, next_obs, terminated, truncated) as the env produced them
+    for entry in log:
+        if entry[0] == "reset":
+            obs = entry[1]
+        else:
+            _, action, reward, next_obs, terminated, truncated = entry
+            rows.append((obs, action, reward, next_obs, terminated, truncated))
+            obs = next_obs
+    buf = buffers[0]
+    assert isinstance(buf, ReplayBuffer) and len(rows) == len(buf) == 23
+    cut = [i for i, row in enumerate(rows) if row[5]]
+    assert cut == [4, 9, 14, 19], "CartPole outlives 5 random steps: every episode is cut by the time limit"
+    for i, (obs, action, reward, next_obs, terminated, truncated) in enumerate(rows):
+        np.testing.assert_array_equal(buf.obs[i], obs)
+        np.testing.assert_array_equal(buf.next_obs[i], next_obs)  # a cut episode's real last observation, not a reset one
+        assert buf.actions[i] == action
+        ends = terminated or truncated
+        assert buf.rewards[i] == (-10.0 if chapter_rules and ends else reward)
+        assert buf.terminated[i] == float(terminated or (chapter_rules and truncated))
+        assert buf.links[i] == (not ends and i + 1 < len(rows))  # n-step sums stop at an episode's end
+    for i in cut:
+        assert not np.array_equal(buf.next_obs[i], buf.obs[i + 1])  # the next row starts from the reset
 
 
 def test_terminated_episode_stops_bootstrap():

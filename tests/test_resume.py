@@ -5,7 +5,6 @@ import errno
 import hashlib
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from click.testing import CliRunner
 
 import train as train_cli
 from agent import checkpoints
-from agent.checkpoints import CheckpointError, list_checkpoints, read_replay, verify, write_replay
+from agent.checkpoints import MANIFEST as MANIFEST_NAME, CheckpointError, list_checkpoints, read_replay, verify, write_replay
 from agent.errors import UserError
 from agent.presets import resolve_config
 from agent.training import build_agent, make_replay, train
@@ -342,7 +341,8 @@ def launch(*args, delay=None):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(predicate, proc, timeout=60.0, poll=0.005):
+def wait_for(predicate, proc, timeout=120.0, poll=0.005):
+    """Poll until `predicate()` holds; fail (never hang) if train.py exits first or after `timeout` seconds."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():
@@ -352,6 +352,34 @@ def wait_for(predicate, proc, timeout=60.0, poll=0.005):
         time.sleep(poll)
     proc.kill()
     raise AssertionError("timed out")
+
+
+def stopped(proc) -> bool:
+    with open(f"/proc/{proc.pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def freeze_when(predicate, proc, timeout=120.0):
+    """SIGSTOP train.py at a moment `predicate()` holds, checked again once it is stopped: a SIGKILL then leaves on disk
+    exactly what the test saw, however fast or slow the machine is. Fails (never hangs) after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        wait_for(predicate, proc, timeout=max(end - time.monotonic(), 0.0))
+        proc.send_signal(signal.SIGSTOP)
+        wait_for(lambda: stopped(proc), proc, timeout=30)
+        if predicate():
+            return
+        proc.send_signal(signal.SIGCONT)  # the moment passed before the stop took hold: wait for the next one
+
+
+def writing(run, *present, absent=()):
+    """A checkpoint write in progress whose temp directory holds `present` and not `absent` (file names or globs)."""
+    def check():
+        for tmp in (run / "checkpoints").glob(".tmp-step-*"):
+            if all(list(tmp.glob(p)) for p in present) and not any(list(tmp.glob(a)) for a in absent):
+                return True
+        return False
+    return check
 
 
 def newest(run):
@@ -369,33 +397,27 @@ def check_run_dir(run):
 
 
 def test_sigkill_sigint_sigterm_then_finish(tmp_path):
+    """SIGKILL between checkpoint writes and at two points inside one, each moment made exact by stopping the process
+    first; then Ctrl-C and SIGTERM; every complete checkpoint verifies after each, and the run finishes."""
     run = tmp_path / "run"
-    rnd = random.Random(0)
     seen = []
-    # 1. SIGKILL at a random moment after the first checkpoint
+    # 1. SIGKILL after the first checkpoint, between writes
     proc = launch(*KILL_ARGS, "--run-dir", str(run))
-    wait_for(lambda: newest(run) >= 200, proc)
-    time.sleep(rnd.uniform(0.0, 0.5))
+    freeze_when(lambda: newest(run) >= 200 and not list((run / "checkpoints").glob(".tmp-*")), proc)
     proc.kill()
     proc.wait()
     seen.append(newest(run))
     check_run_dir(run)
-    # 2. SIGKILL in the middle of writing a checkpoint (the writer pauses between its parts)
-    proc = launch("--resume", str(run), "--no-progress", delay=0.2)
-    wait_for(lambda: newest(run) > seen[-1] and any((run / "checkpoints").glob(".tmp-step-*")), proc)
-    proc.kill()
-    proc.wait()
-    assert any((run / "checkpoints").glob(".tmp-step-*"))  # killed mid-write ...
-    seen.append(newest(run))
-    check_run_dir(run)  # ... and every complete checkpoint still verifies
-    # 3. once more at a random moment, the writer slowed a little so that moment is often inside a write
-    proc = launch("--resume", str(run), "--no-progress", delay=0.02)
-    wait_for(lambda: newest(run) > seen[-1], proc)
-    time.sleep(rnd.uniform(0.0, 0.6))
-    proc.kill()
-    proc.wait()
-    seen.append(newest(run))
-    check_run_dir(run)
+    # 2. and 3. SIGKILL inside a checkpoint write (the writer pauses between its parts): the networks written but not the
+    # state, then everything but the manifest
+    for present, absent in ((("networks.index",), ("state.json",)), (("networks.index", "replay", "state.json"), (MANIFEST_NAME,))):
+        proc = launch("--resume", str(run), "--no-progress", delay=0.2)
+        freeze_when(lambda: newest(run) > seen[-1] and writing(run, *present, absent=absent)(), proc)
+        proc.kill()
+        proc.wait()
+        assert writing(run, *present, absent=absent)()  # killed mid-write ...
+        seen.append(newest(run))
+        check_run_dir(run)  # ... and every complete checkpoint still verifies
     # 4. Ctrl-C and SIGTERM: a checkpoint, one message saying how to resume, exit 128 + signal
     for sig in (signal.SIGINT, signal.SIGTERM):
         proc = launch("--resume", str(run), "--no-progress")

@@ -16,8 +16,14 @@ def test_linear_zero_duration_is_the_end_value():
     assert linear(1.0, 0.1, 0)(0) == 0.1
 
 
-def test_chapter_schedule_matches_the_formula():
+def test_chapter_schedule_at_known_points():
+    """max(1.0 * (100 - episode) / 100, 0.01): 1% less per episode, floored at 0.01 from episode 99 on."""
     f = chapter_episode_epsilon(1.0, 0.01, 100)
-    for episode in (0, 1, 50, 98, 99, 100, 500):
-        assert f(episode) == max(1.0 * (100 - episode) / 100, 0.01)
-    assert f(0) == 1.0 and f(100) == 0.01 and f(99) == 0.01
+    expected = {0: 1.0, 1: 0.99, 10: 0.9, 50: 0.5, 97: 0.03, 98: 0.02, 99: 0.01, 100: 0.01, 500: 0.01, -3: 1.0}
+    for episode, value in expected.items():
+        assert f(episode) == pytest.approx(value, abs=1e-12), episode
+    # It decays towards 0, not towards the end value (unlike `linear`): halfway it is start / 2.
+    g = chapter_episode_epsilon(0.5, 0.2, 10)
+    assert [g(e) for e in range(8)] == pytest.approx([0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.2])
+    assert linear(0.5, 0.2, 10)(5) == pytest.approx(0.35)
+    assert chapter_episode_epsilon(1.0, 0.1, 0)(0) == 0.1

@@ -223,3 +223,27 @@ def test_one_process_per_run_directory(tmp_path, tiny_run):
     third = subprocess.run(resume(1_600), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0, third.stderr
     assert run_files.load_meta(run)["env_step"] == 1_600
+
+
+def test_record_every_saves_the_evaluation_episode_as_a_video(tmp_path):
+    """`--record-every 500`: videos/step-000000500.mp4 and step-000001000.mp4, each one greedy episode from seed
+    seed + 30,000; the last one shows the final network, so play.py replays the same episode from that seed."""
+    import play
+    from agent.recording import PANEL_WIDTH
+    from videos import read_video
+
+    run = tmp_path / "run"
+    code, out = cli("--env", "CartPole-v1", "--steps", "1000", "--record-every", "500", "--set", "learning_starts=500", "--set", "train_freq=50",
+                    "--set", "gradient_steps=50", "--eval-every", "0", "--eval-episodes", "1", "--set", "final_eval_episodes=0", "--run-dir", str(run))
+    assert code == 0, out
+    assert "record_every = 500" in (run / "config.toml").read_text()
+    videos = sorted((run / "videos").iterdir())
+    assert [v.name for v in videos] == ["step-000000500.mp4", "step-000001000.mp4"]
+    for video in videos:
+        frames = read_video(video)
+        assert frames[0].shape == (400, 600 + PANEL_WIDTH, 3)
+        assert 9 <= len(frames) <= 501  # a CartPole episode: 8 to 500 steps, and its first state
+    replay = CliRunner().invoke(play.main, [str(run), "--headless", "--episodes", "1", "--seed", "30000"])
+    assert replay.exit_code == 0, replay.output
+    score = float(replay.output.split("episode 1:")[1].split()[0])
+    assert len(read_video(videos[-1])) == score + 1

@@ -13,14 +13,13 @@ import sys
 from pathlib import Path
 
 import cv2
+import imageio_ffmpeg  # a dependency (pyproject.toml): without it these tests fail, they are not skipped
 import numpy as np
 import pytest
 
 from agent.errors import UserError
 from agent.recording import VideoRecorder
 from videos import read_video
-
-imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 
 WIDTH, HEIGHT = 161, 99  # odd on purpose: yuv420p needs even sizes, so the recorder pads to 162x100
 PADDED = (WIDTH + 1, HEIGHT + 1)
