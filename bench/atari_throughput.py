@@ -105,8 +105,8 @@ def main(env_id, steps, overrides, seed, as_json):
         "replay_mb": round(replay.nbytes / 2**20, 1),
         "fill_seconds": round(fill_s, 1),
     }
-    click.echo(f"{cfg.env_id}: {steps:,} env steps while learning (1 update of batch {cfg.batch_size} per "
-               f"{cfg.train_freq // cfg.gradient_steps} env steps), after {cfg.learning_starts:,} steps of random fill ({fill_s:.1f} s)")
+    click.echo(f"{cfg.env_id}: {steps:,} env steps while learning ({cfg.gradient_steps} update(s) of batch {cfg.batch_size} every "
+               f"{cfg.train_freq} env steps), after {cfg.learning_starts:,} steps of random fill ({fill_s:.1f} s)")
     click.echo(f"  env steps/s      {result['env_steps_per_s']:8.1f}")
     click.echo(f"  updates/s        {result['updates_per_s']:8.2f}")
     click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (+ {result['ms_per_sample']:.3f} ms sampling the batch)")
