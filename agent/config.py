@@ -88,6 +88,20 @@ class DQNConfig:
     solve_return: float | None = None  # evaluation mean that counts as solved (None: the env's threshold)
     record_every: int = 0  # env steps between evaluation videos in the run dir; 0 = none
 
+    def __post_init__(self) -> None:
+        """Checked wherever it is built: TOML, `--set`, `DQNConfig(...)` or `.replace(...)` from Python.
+
+        Values are converted to the field's type where that is lossless (a
+        list of widths to a tuple, an int learning rate to a float); anything
+        else raises `UserError` naming the field.
+        """
+        for name in FIELD_NAMES:
+            value = getattr(self, name)
+            converted = _coerce(name, value)
+            if converted is not value:
+                object.__setattr__(self, name, converted)
+        validate(self)
+
     def replace(self, **changes: Any) -> DQNConfig:
         return dataclasses.replace(self, **changes)
 

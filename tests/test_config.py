@@ -74,3 +74,17 @@ def test_toml_round_trip(tmp_path):
 def test_parse_overrides_needs_equals():
     with pytest.raises(UserError, match="key=value"):
         config_lib.parse_overrides(["learning_rate"])
+
+
+def test_config_is_checked_wherever_it_is_built():
+    """From Python too: DQNConfig(...) and .replace(...) refuse what TOML and --set refuse."""
+    cfg = DQNConfig(hidden_sizes=[32, 32], learning_rate=1)
+    assert cfg.hidden_sizes == (32, 32) and isinstance(cfg.learning_rate, float)
+    with pytest.raises(UserError, match="learning_rate must be > 0"):
+        DQNConfig(learning_rate=-1.0)
+    with pytest.raises(UserError, match="'batch_size' expects an integer"):
+        DQNConfig(batch_size=1.5)
+    with pytest.raises(UserError, match="batch_size must be >= 1"):
+        cfg.replace(batch_size=0)
+    with pytest.raises(UserError, match="batch_size .* is larger than replay_capacity"):
+        resolve_config(env_id="CartPole-v1").replace(replay_capacity=10)
