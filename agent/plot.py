@@ -4,6 +4,11 @@ Reads each run's progress.csv (the same rows TensorBoard gets) and draws env
 steps against the greedy evaluation return (points with a line, the rows that
 have `eval_return_mean`) and the training return, smoothed, as a faint line
 in the same colour. Matplotlib runs on the Agg backend: no display needed.
+
+With `--iqm`, runs of one env (several seeds) are drawn as one curve instead:
+at each evaluation step that every run has, the interquartile mean of the runs'
+evaluation returns, shaded with its 95% stratified bootstrap interval
+(agent.stats; Agarwal et al. 2021).
 """
 
 from __future__ import annotations
@@ -112,25 +117,99 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, *, labels: list[str] 
         ax.plot([], [], color="gray", alpha=0.35, label=f"training return (mean of last episodes, smoothed over {window} rows)")
         ax.plot([], [], color="gray", marker="o", markersize=3.5, label="evaluation return (greedy, +/- std)")
         ax.legend(fontsize=8, loc="best")
-        fig.tight_layout()
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(out if out.suffix else out.with_suffix(".png")) as tmp:
-                fig.savefig(tmp)
-        except OSError as e:
-            raise UserError(f"cannot write {str(out)!r}: {e.strerror or e}") from None
+        _save(fig, out)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def _save(fig, out: Path) -> None:
+    fig.tight_layout()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out if out.suffix else out.with_suffix(".png")) as tmp:
+            fig.savefig(tmp)
+    except OSError as e:
+        raise UserError(f"cannot write {str(out)!r}: {e.strerror or e}") from None
+
+
+def iqm_curve(run_dirs: list[str | Path], *, reps: int = 2_000, seed: int = 0) -> dict[str, np.ndarray]:
+    """IQM over runs of the evaluation return at each evaluation step all runs share, with its 95% stratified bootstrap interval.
+
+    Returns:
+        `env_step`, `iqm`, `low`, `high`: float arrays of the same length.
+
+    Raises:
+        UserError: for fewer than 2 runs, runs of different envs, a run without evaluations, or no evaluation step in every run.
+    """
+    from agent import stats
+
+    if len(run_dirs) < 2:
+        raise UserError(f"--iqm needs at least 2 runs (seeds) of one env; got {len(run_dirs)}")
+    envs: dict[str, list[str]] = {}
+    for d in run_dirs:
+        env = _config_env(d)  # a run without config.toml cannot be checked
+        if env is not None:
+            envs.setdefault(env, []).append(Path(d).name)
+    if len(envs) > 1:
+        got = "; ".join(f"{env}: {', '.join(names)}" for env, names in sorted(envs.items()))
+        raise UserError(f"--iqm aggregates runs of one env; got {got}")
+    evals = []
+    for d in run_dirs:
+        run = read_progress(d)
+        has_eval = np.isfinite(run["eval_return_mean"])
+        if not has_eval.any():
+            raise UserError(f"{str(d)!r} has no evaluation rows (eval_return_mean); --iqm draws the evaluation return")
+        evals.append(dict(zip(run["env_step"][has_eval].tolist(), run["eval_return_mean"][has_eval].tolist())))
+    steps = sorted(set.intersection(*(set(e) for e in evals)))
+    if not steps:
+        raise UserError("the runs share no evaluation step; --iqm needs runs evaluated at the same env steps (the same eval_every)")
+    scores = np.array([[e[step] for e in evals] for step in steps])  # steps x runs
+    cis = np.array([stats.iqm_ci(row, reps=reps, seed=seed) for row in scores]).reshape(-1, 2)
+    return {"env_step": np.array(steps), "iqm": np.array([stats.iqm(row) for row in scores]), "low": cis[:, 0], "high": cis[:, 1]}
+
+
+def plot_iqm(run_dirs: list[str | Path], out: str | Path, *, label: str | None = None, title: str | None = None) -> Path:
+    """Draw several runs of one env as the IQM of their evaluation returns with a shaded 95% bootstrap interval (see `iqm_curve`), and save it.
+
+    Raises:
+        UserError: as `iqm_curve`, or for an unwritable `out`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    curve = iqm_curve(run_dirs)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    try:
+        name = f"{label or 'evaluation return'}: IQM of {len(run_dirs)} runs"
+        ax.plot(curve["env_step"], curve["iqm"], color="C0", marker="o", markersize=3.5, linewidth=1.8, label=name)
+        ax.fill_between(curve["env_step"], curve["low"], curve["high"], color="C0", alpha=0.2, linewidth=0, label="95% stratified bootstrap CI")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("return")
+        ax.set_title(title or ", ".join(sorted({_env_id(d) for d in run_dirs})))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        _save(fig, out)
     finally:
         plt.close(fig)
     return out
 
 
 def _env_id(run_dir: str | Path) -> str:
+    return _config_env(run_dir) or Path(run_dir).name
+
+
+def _config_env(run_dir: str | Path) -> str | None:
+    """The env id in the run's config.toml, None without one."""
     try:
         from agent.run_dir import load_config
 
         return load_config(run_dir).env_id
     except UserError:
-        return Path(run_dir).name
+        return None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -139,9 +218,17 @@ def _env_id(run_dir: str | Path) -> str:
 @click.option("--label", "labels", multiple=True, help="Legend name per run (repeat, in order).")
 @click.option("--smooth", "window", type=click.IntRange(min=1), default=10, show_default=True, help="Rows in the training-return moving average.")
 @click.option("--title", default=None, help="Figure title.  [default: the env ids]")
+@click.option("--iqm", is_flag=True, help="Runs of one env (seeds) as one curve: the interquartile mean of their evaluation returns at each "
+              "evaluation step they all have, shaded with its 95% stratified bootstrap interval.")
 @cli_errors()
-def main(run_dirs, out, labels, window, title) -> None:
+def main(run_dirs, out, labels, window, title, iqm) -> None:
     """Plot learning curves of one or more runs on one figure."""
+    if iqm:
+        if len(labels) > 1:
+            raise UserError(f"--iqm draws one curve; give at most one --label (got {len(labels)})")
+        path = plot_iqm(list(run_dirs), out, label=labels[0] if labels else None, title=title)
+        click.echo(f"saved {path}")
+        return
     if labels and len(labels) != len(run_dirs):
         raise UserError(f"got {len(labels)} --label for {len(run_dirs)} runs; give one per run or none")
     path = plot_runs(list(run_dirs), out, labels=list(labels) or None, window=window, title=title)

@@ -9,6 +9,9 @@ for Acrobot-v1, -110 for MountainCar-v0) is the *first solve*. At the end, the
 network the run ended with (the one in `model.keras`) plays 100 greedy
 episodes: that is the *final* figure, what a user who watches the run sees.
 Training seconds exclude the evaluations, which are reported separately.
+Over the seeds, the first solve (an unsolved seed counting as the whole
+budget) and the final figure are summed up by their median and by their
+IQM with its 95% stratified bootstrap interval (agent.stats).
 
     python bench/solve.py --seeds 10 [--preset handbook] [--set key=value ...] [--json]
     python bench/solve.py --env Acrobot-v1 --seeds 3 --eval-every 5000
@@ -48,6 +51,7 @@ def main(seeds, first_seed, env_id, preset, threshold, eval_every, steps, overri
 
     tfquiet.setup()
     from agent import config as config_lib
+    from agent import stats
     from agent.device import cpu_model
     from agent.errors import UserError
     from agent.presets import preset_for_env, resolve_config
@@ -93,14 +97,21 @@ def main(seeds, first_seed, env_id, preset, threshold, eval_every, steps, overri
     median_seconds = statistics.median(r["train_seconds"] if r["solved"] else r["total_train_seconds"] for r in rows)
     finals = [r["final"] for r in rows]
     final_solved = sum(f >= threshold for f in finals)
-    click.echo(f"first solve: {sum(r['solved'] for r in rows)}/{len(rows)} seeds, median {median_steps:,.0f} env steps, {median_seconds:.2f} s training")
+    # IQM (mean of the middle half of the seeds) and its 95% stratified bootstrap interval (agent.stats; Agarwal et al. 2021).
+    iqm_steps = stats.summarize([r["steps"] if r["solved"] else total for r in rows])
+    iqm_final = stats.summarize(finals)
+    click.echo(f"first solve: {sum(r['solved'] for r in rows)}/{len(rows)} seeds, median {median_steps:,.0f} env steps, "
+               f"IQM {iqm_steps.iqm:,.0f} (95% CI {iqm_steps.iqm_ci[0]:,.0f}-{iqm_steps.iqm_ci[1]:,.0f}), {median_seconds:.2f} s training")
     click.echo(f"final ({FINAL_EPISODES} episodes): {final_solved}/{len(rows)} seeds >= {threshold:g}; "
-               f"median {statistics.median(finals):.1f}, min {min(finals):.1f}; per seed {', '.join(f'{f:g}' for f in finals)}")
+               f"median {statistics.median(finals):.1f}, IQM {iqm_final.iqm:.1f} (95% CI {iqm_final.iqm_ci[0]:.1f}-{iqm_final.iqm_ci[1]:.1f}), "
+               f"min {min(finals):.1f}; per seed {', '.join(f'{f:g}' for f in finals)}")
     if as_json:
         click.echo(json.dumps({
             "env": env_id, "threshold": threshold, "preset": preset, "overrides": list(overrides), "total_steps": total, "cpu": cpu_model(), "seeds": rows,
             "solved": sum(r["solved"] for r in rows), "median_steps": median_steps, "median_seconds": round(median_seconds, 2),
             "final_solved": final_solved, "median_final": statistics.median(finals), "min_final": min(finals),
+            "iqm_steps": round(iqm_steps.iqm, 1), "iqm_steps_ci": [round(v, 1) for v in iqm_steps.iqm_ci],
+            "iqm_final": round(iqm_final.iqm, 2), "iqm_final_ci": [round(v, 2) for v in iqm_final.iqm_ci],
         }))
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from agent import stats
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -21,13 +23,22 @@ def bench(script: str, *args: str) -> dict:
 
 def test_solve_reports_the_first_solve_and_the_end_of_each_run():
     out = bench("solve.py", "--seeds", "2", "--steps", "1200", "--set", "learning_starts=200")
-    assert {"seeds", "solved", "median_steps", "median_seconds", "final_solved", "median_final", "min_final", "cpu", "total_steps"} <= out.keys()
+    assert {"seeds", "solved", "median_steps", "median_seconds", "final_solved", "median_final", "min_final", "cpu", "total_steps",
+            "iqm_steps", "iqm_steps_ci", "iqm_final", "iqm_final_ci"} <= out.keys()
     assert out["total_steps"] == 1200 and [r["seed"] for r in out["seeds"]] == [0, 1]
     for row in out["seeds"]:
         assert {"steps", "train_seconds", "final", "final_min", "held_after_solve", "evals_after_solve"} <= row.keys()
         assert 8 <= row["final_min"] <= row["final"] <= 500  # a CartPole episode lasts 8 to 500 steps
     finals = sorted(r["final"] for r in out["seeds"])
     assert out["min_final"] == finals[0] and out["final_solved"] == sum(f >= 475 for f in finals)
+    # IQM and its 95% bootstrap interval over the seeds, from the same rows (an unsolved seed counts as the whole budget)
+    steps = [r["steps"] if r["solved"] else 1200 for r in out["seeds"]]
+    finals = [r["final"] for r in out["seeds"]]  # in seed order: the bootstrap's draws index the seeds
+    assert out["iqm_final"] == pytest.approx(stats.iqm(finals), abs=0.005)
+    assert out["iqm_final_ci"] == pytest.approx(list(stats.iqm_ci(finals)), abs=0.005)
+    assert out["iqm_steps"] == pytest.approx(stats.iqm(steps), abs=0.05)
+    assert out["iqm_steps_ci"] == pytest.approx(list(stats.iqm_ci(steps)), abs=0.05)
+    assert out["iqm_final_ci"][0] <= out["iqm_final"] <= out["iqm_final_ci"][1]
 
 
 def test_cartpole_collapse_looks_at_the_run_in_slices():

@@ -44,10 +44,8 @@ def test_smooth_is_a_trailing_mean_that_skips_gaps():
     np.testing.assert_allclose(out[[0, 2, 3, 4]], [1.0, 2.0, 4.0, 6.0])
 
 
-def test_cli_draws_each_runs_curves_into_a_png(runs, tmp_path, monkeypatch):
-    """Each run gets its colour: its evaluations as points on a line at exactly the logged values (with a +/- std band),
-    its training return smoothed as a faint line; the legend names the runs; the PNG shows both colours."""
-    import matplotlib.colors
+def saved_figures(monkeypatch) -> list:
+    """The matplotlib figures `savefig` is called on from now on (the list fills as they are saved)."""
     import matplotlib.figure
 
     figures = []
@@ -58,6 +56,16 @@ def test_cli_draws_each_runs_curves_into_a_png(runs, tmp_path, monkeypatch):
         return savefig(fig, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    return figures
+
+
+def test_cli_draws_each_runs_curves_into_a_png(runs, tmp_path, monkeypatch):
+    """Each run gets its colour: its evaluations as points on a line at exactly the logged values (with a +/- std band),
+    its training return smoothed as a faint line; the legend names the runs; the PNG shows both colours."""
+    import matplotlib.colors
+    import matplotlib.figure
+
+    figures = saved_figures(monkeypatch)
     out = tmp_path / "figs" / "curve.png"
     result = CliRunner().invoke(plot.main, [*map(str, runs), "--out", str(out), "--label", "seed 0", "--label", "seed 1", "--smooth", "3"])
     assert result.exit_code == 0, result.output
@@ -101,3 +109,70 @@ def test_cli_errors_are_one_line(runs, tmp_path):
     blocker.write_text("")
     result = CliRunner().invoke(plot.main, [str(runs[0]), "--out", str(blocker / "c.png")])
     assert result.exit_code == 2 and result.stderr.startswith("error: cannot write")
+
+
+def fake_run(path: Path, evals: dict[int, float], env_id: str = "CartPole-v1") -> Path:
+    """A run directory as train.py leaves it, as far as the plot reads it: config.toml and progress.csv, with
+    training-only rows between the evaluation rows (written by hand, no training)."""
+    from agent.presets import resolve_config
+    from agent.run_dir import save_config
+
+    path.mkdir(parents=True)
+    save_config(path, resolve_config(env_id=env_id))
+    lines = ["env_step,episodes,train_return_mean,eval_return_mean,eval_return_std"]
+    for step, value in evals.items():
+        lines += [f"{step - 50},3,21.5,,", f"{step},4,22.0,{value},1.5"]
+    (path / "progress.csv").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_iqm_draws_one_curve_at_the_iqm_of_the_runs_with_a_shaded_interval(tmp_path, monkeypatch):
+    """Four seeds: at each evaluation step all of them have, the point is the mean of the middle two returns, inside a band
+    that is the bootstrap interval of agent.stats (collapsed where the seeds agree); a step only one run has is left out."""
+
+    from agent import stats
+
+    returns = {100: [10, 20, 30, 1000], 200: [0, 500, 0, 500], 300: [500, 500, 500, 500]}  # IQM: (20+30)/2, (0+500)/2, 500
+    runs = [fake_run(tmp_path / f"seed{i}", {step: values[i] for step, values in returns.items()} | ({400: 9.0} if i == 3 else {}))
+            for i in range(4)]
+    figures = saved_figures(monkeypatch)
+    out = tmp_path / "iqm.png"
+    result = CliRunner().invoke(plot.main, [*map(str, runs), "--iqm", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"saved {out}\n" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (ax,) = figures[0].axes
+    assert ax.get_title() == "CartPole-v1"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["evaluation return: IQM of 4 runs", "95% stratified bootstrap CI"]
+    (line,) = ax.lines  # one curve, not one per run
+    assert line.get_xdata().tolist() == [100, 200, 300]
+    np.testing.assert_allclose(line.get_ydata(), [25.0, 250.0, 500.0])
+    (band,) = ax.collections
+    corners = {tuple(v) for v in band.get_paths()[0].vertices.round(6).tolist()}
+    for step, values in returns.items():
+        low, high = stats.iqm_ci(values)
+        assert low <= stats.iqm(values) <= high
+        assert {(step, round(low, 6)), (step, round(high, 6))} <= corners
+    assert stats.iqm_ci(returns[100])[0] < 25 < stats.iqm_ci(returns[100])[1]
+    assert stats.iqm_ci(returns[300]) == (500.0, 500.0)
+    result = CliRunner().invoke(plot.main, [*map(str, runs), "--iqm", "--label", "cartpole preset", "--out", str(out)])
+    assert result.exit_code == 0 and figures[-1].axes[0].lines[0].get_label() == "cartpole preset: IQM of 4 runs"
+
+
+def test_iqm_refuses_mismatched_runs_in_one_line(tmp_path):
+    a = fake_run(tmp_path / "a", {100: 1.0, 200: 2.0})
+    b = fake_run(tmp_path / "b", {100: 1.0, 200: 2.0}, env_id="Acrobot-v1")
+    c = fake_run(tmp_path / "c", {150: 1.0})
+    d = fake_run(tmp_path / "d", {})
+    out = str(tmp_path / "c.png")
+    cases = [
+        ([a, b], "error: --iqm aggregates runs of one env; got Acrobot-v1: b; CartPole-v1: a"),
+        ([a], "error: --iqm needs at least 2 runs (seeds) of one env; got 1"),
+        ([a, c], "error: the runs share no evaluation step; --iqm needs runs evaluated at the same env steps (the same eval_every)"),
+        ([a, d], f"error: {str(d)!r} has no evaluation rows (eval_return_mean); --iqm draws the evaluation return"),
+    ]
+    for dirs, message in cases:
+        result = CliRunner().invoke(plot.main, [*map(str, dirs), "--iqm", "--out", out])
+        assert result.exit_code == 2 and result.stderr.strip().splitlines() == [message]
+    result = CliRunner().invoke(plot.main, [str(a), str(a), "--iqm", "--label", "x", "--label", "y", "--out", out])
+    assert result.exit_code == 2 and result.stderr.strip() == "error: --iqm draws one curve; give at most one --label (got 2)"
+    assert not (tmp_path / "c.png").exists()
