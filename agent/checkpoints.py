@@ -523,6 +523,34 @@ def _python_rngs() -> dict:
     return {"python": encode(random.getstate()), "numpy_global": encode(np.random.get_state())}
 
 
+LIBRARIES = ("tensorflow", "keras", "gymnasium", "ale-py", "numpy")  # what decides whether a resume continues bit for bit
+
+
+def library_versions() -> dict[str, str]:
+    """The installed versions of the libraries a run's numbers depend on (recorded in each manifest)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def warn_other_versions(saved: Any, where: str) -> list[str]:
+    """Warn (one line on stderr) when a checkpoint was written with other library versions; returns the differences."""
+    if not isinstance(saved, dict):
+        return []  # written before versions were recorded
+    here = library_versions()
+    differ = [f"{name} {saved[name]} -> {here[name]}" for name in LIBRARIES if name in saved and saved[name] != here[name]]
+    if differ:
+        print(f"warning: {where} was written with other library versions ({', '.join(differ)}); "
+              "the run resumes, but not necessarily bit for bit as it would have gone on", file=sys.stderr)
+    return differ
+
+
 class Checkpoints:
     """Saves and restores one run's checkpoints under `run_dir/checkpoints`.
 
@@ -593,7 +621,7 @@ class Checkpoints:
                 files[rel] = {"size": file.stat().st_size, "sha256": sha256_file(file)}
             _delay()
             manifest = {"format_version": CHECKPOINT_FORMAT, "step": loop.step, "env_id": self.cfg.env_id,
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions(), "files": files}
             _write_bytes(tmp / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
             _fsync_path(tmp)
             os.rename(tmp, final)  # the checkpoint becomes visible, whole
@@ -640,6 +668,7 @@ class Checkpoints:
     def restore(self, path: Path) -> tuple[LoopState, np.ndarray]:
         where = f"checkpoint {path.name}"
         manifest = verify(path)
+        warn_other_versions(manifest.get("versions"), where)
         try:
             state = json.loads((path / STATE).read_text())
         except (UnicodeDecodeError, json.JSONDecodeError):

@@ -449,3 +449,30 @@ def test_sigkill_sigint_sigterm_then_finish(tmp_path):
     store = checkpoints.Checkpoints(run, cfg, agent, make_replay(cfg, *obs_signature(env)[:2]), env)
     loop, _ = store.restore_latest()
     assert loop.step == 6_000 and agent.num_updates > 0
+
+
+def test_manifest_records_library_versions_and_a_resume_on_others_warns(damaged_run):
+    """Each manifest names the versions of TensorFlow, Keras, gymnasium, ale-py and numpy; a resume under
+    other versions still runs, with one warning line naming the difference (old manifests have none: no warning)."""
+    from agent.checkpoints import library_versions
+
+    run, ckpt = damaged_run
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert manifest["versions"] == library_versions()
+    assert set(manifest["versions"]) == {"tensorflow", "keras", "gymnasium", "ale-py", "numpy"}
+    assert manifest["versions"]["numpy"] == np.__version__
+    rewrite_manifest(ckpt, versions={**manifest["versions"], "tensorflow": "2.0.0"})
+    code, err = resume_cli(run)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: checkpoint step-000002000 was written with other library versions (tensorflow 2.0.0 -> {tf.__version__}); "
+                        "the run resumes, but not necessarily bit for bit as it would have gone on"]
+
+
+def test_a_manifest_without_versions_resumes_without_a_warning(damaged_run):
+    run, ckpt = damaged_run
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    del manifest["versions"]
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    code, err = resume_cli(run)
+    assert code == 0 and "warning:" not in err, err
