@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,14 @@ STAMP = ".venv/.installed"
 
 
 def make(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-o", STAMP, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    # Under `make test` itself the parent's MAKEFLAGS/MAKELEVEL would make this a sub-make that
+    # prints "Entering/Leaving directory" lines; run it as a user would, from a plain shell.
+    return subprocess.run(["make", "--no-print-directory", "-o", STAMP, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=plain_env())
+
+
+def plain_env() -> dict[str, str]:
+    """This environment without what a parent make or pytest run passes down (MAKEFLAGS, PYTEST_ADDOPTS, ...)."""
+    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PYTEST_ADDOPTS")}
 
 
 def dry_run(target: str, *variables: str) -> list[str]:
@@ -51,7 +59,7 @@ def test_test_leaves_the_slow_tier_out_and_test_all_takes_it_in(target, selected
     command = shlex.split(dry_run(target)[-1])
     assert command[1:4] == ["-m", "pytest", "-q"]
     result = subprocess.run([sys.executable, *command[1:], "--collect-only", "--noconftest", "tests/test_install.py"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=120, env=plain_env())
     assert result.returncode == (0 if selected else 5), result.stdout[-2000:]  # 5: pytest collected nothing to run
     assert len([line for line in result.stdout.splitlines() if line.startswith("tests/test_install.py::")]) == selected, result.stdout[-2000:]
 
