@@ -317,6 +317,7 @@ def play(
 
     # 2. env and player
     from agent import recording as rec
+    from agent.demos import DemoRecorder
     from envs import EnvError, action_names, make_env
 
     try:
@@ -336,7 +337,7 @@ def play(
         else:
             eps = rec.default_epsilon(env_id) if epsilon is None else epsilon
             policy = rec.QPolicy(load_agent(run_dir, env, "best" if best else "final"), num_actions, eps, seed)
-        demos = rec.DemoRecorder(env_id) if save_demos is not None else None
+        demos = DemoRecorder(env_id) if save_demos is not None else None
         runner = rec.EpisodeRunner(env, policy, episodes=episodes, seed=seed, max_steps=max_steps, demos=demos)
         title = f"{env_id} - {agent}"
         try:

@@ -96,11 +96,11 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
         raise UserError(str(e)) from None
     try:
         if cfg.demos and not resuming:  # and on a demos file that does not fit this env
-            from agent.training import load_checked_demos
+            from agent.demos import load_for_run
             from envs import obs_signature
 
             obs_shape, obs_dtype, _ = obs_signature(probe)
-            load_checked_demos(cfg, obs_shape, obs_dtype)
+            load_for_run(cfg, obs_shape, obs_dtype)
     finally:
         probe.close()
 

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import pygame  # noqa: E402
 
 from agent.errors import UserError  # noqa: E402
-from agent.files import atomic_path  # noqa: E402
+from agent.demos import DemoRecorder  # noqa: E402
 
 QFn = Callable[[np.ndarray], np.ndarray]  # obs batch (B, *obs_shape) -> Q-values (B, num_actions)
 
@@ -117,58 +117,6 @@ class StepView:
     action: int | None  # the action about to be taken; None once the episode is over
     explored: bool  # the action was random (epsilon) rather than greedy
     done: bool  # the episode has ended; this is its last frame
-
-
-class DemoRecorder:
-    """Transitions of human or agent play, saved for supervised pretraining.
-
-    The file is an `.npz` without pickled objects: `obs` (N, *obs_shape) as the
-    network sees them, `actions` int64, `rewards` float32, `terminated` and
-    `truncated` bool, `env_id` a 0-d unicode array.
-    """
-
-    def __init__(self, env_id: str):
-        self.env_id = env_id
-        self.obs: list[np.ndarray] = []
-        self.actions: list[int] = []
-        self.rewards: list[float] = []
-        self.terminated: list[bool] = []
-        self.truncated: list[bool] = []
-        self.lives: list[int | None] = []  # Atari: lives left after each step, so a replay can end training episodes there
-
-    def __len__(self) -> int:
-        return len(self.actions)
-
-    def add(self, obs: np.ndarray, action: int, reward: float, terminated: bool, truncated: bool, lives: int | None = None) -> None:
-        self.lives.append(None if lives is None else int(lives))
-        self.obs.append(np.array(obs, copy=True))
-        self.actions.append(int(action))
-        self.rewards.append(float(reward))
-        self.terminated.append(bool(terminated))
-        self.truncated.append(bool(truncated))
-
-    def cut(self) -> None:
-        """An episode stopped early (quit, step cap) ends as truncated: it is not a terminal state."""
-        if self.actions and not (self.terminated[-1] or self.truncated[-1]):
-            self.truncated[-1] = True
-
-    def save(self, path: str | Path, obs_shape: tuple[int, ...], obs_dtype: np.dtype) -> Path:
-        """Write atomically (temp file, then rename), so an old file is never left half-written."""
-        path = Path(path)
-        obs = np.stack(self.obs) if self.obs else np.zeros((0, *obs_shape), dtype=obs_dtype)
-        arrays = {
-            "obs": obs.astype(obs_dtype, copy=False),
-            "actions": np.asarray(self.actions, dtype=np.int64),
-            "rewards": np.asarray(self.rewards, dtype=np.float32),
-            "terminated": np.asarray(self.terminated, dtype=bool),
-            "truncated": np.asarray(self.truncated, dtype=bool),
-            "env_id": np.array(self.env_id),
-        }
-        if self.lives and all(n is not None for n in self.lives):
-            arrays["lives"] = np.asarray(self.lives, dtype=np.int64)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        return path
 
 
 def check_writable_file(path: str | Path, what: str) -> Path:

@@ -27,11 +27,12 @@ from agent.checkpoints import (
     Checkpoints, LoopState, StopSignals, remove_incomplete, trim_progress_csv, trim_tensorboard,
 )
 from agent.config import DQNConfig
+from agent.demos import load_for_run, training_transitions
 from agent.dqn import DQNAgent, NonFiniteLossError
 from agent.errors import UserError, command
 from agent.evaluation import evaluate
 from agent.schedules import chapter_episode_epsilon, linear
-from envs import is_atari, make_env, obs_signature, reward_threshold, same_env
+from envs import make_env, obs_signature, reward_threshold
 from replay import FrameReplayBuffer, ReplayBuffer, ReplayMemory
 
 CSV_FIELDS = [
@@ -138,67 +139,26 @@ def make_replay(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> Replay
     return ReplayBuffer(cfg.replay_capacity, obs_shape, obs_dtype, seed=cfg.seed, n_steps=cfg.n_steps, gamma=cfg.gamma)
 
 
-def load_checked_demos(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype):
-    """The run's `demos` file, checked against its env (same id, observation shape and dtype).
-
-    Raises:
-        UserError: an unreadable file, another env, or observations of another shape.
-    """
-    from classic.errors import ClassicError
-    from classic.pretrain import load_demos
-
-    try:
-        demos = load_demos(cfg.demos)  # checked against the env it was recorded on
-    except ClassicError as e:
-        raise UserError(f"--demos: {e}") from None
-    if not same_env(demos.env_id, cfg.env_id):
-        raise UserError(f"--demos: {cfg.demos} was recorded on {demos.env_id}, this run is {cfg.env_id}")
-    if demos.obs.shape[1:] != tuple(obs_shape):
-        raise UserError(f"--demos: {cfg.demos} holds observations of shape {demos.obs.shape[1:]}, this run's are {tuple(obs_shape)}")
-    if demos.obs.dtype != np.dtype(obs_dtype):
-        raise UserError(f"--demos: {cfg.demos} holds {demos.obs.dtype} observations, this run's are {np.dtype(obs_dtype)}")
-    return demos
-
-
-def seed_replay_with_demos(replay, cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> int:
+def seed_replay_with_demos(replay: ReplayMemory, cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> int:
     """Store recorded play (`play.py --save-demos`) in the replay before learning starts.
 
     Demonstrations in the replay are DQfD's second ingredient (Hester et al.
     2018): from the first update on, the learner sees where good play leads,
-    which epsilon-greedy play finds only late. Demos are recorded on the full
-    game, so they get what the training env does to the agent's own steps:
-    `replay_targets`, and for Atari reward clipping and a terminal at every
-    lost life (from the `lives` the file keeps). The last step of a cut
-    (truncated) episode is skipped: the file does not keep the observation
-    after it, which its target would bootstrap from.
+    which epsilon-greedy play finds only late. Each step goes in as the
+    training env would have given it (`agent.demos.training_transitions`),
+    through the same `replay_targets` as the agent's own steps.
 
     Returns:
         The number of transitions stored.
 
     Raises:
-        UserError: Atari demos without `lives` (recorded before they were kept).
+        UserError: a file that does not fit the run, or Atari demos without `lives`.
     """
-    demos = load_checked_demos(cfg, obs_shape, obs_dtype)
-    obs, actions, rewards, terminated, truncated = demos.obs, demos.actions, demos.rewards, demos.terminated, demos.truncated
-    life_lost = np.zeros(len(actions), dtype=bool)
-    if is_atari(cfg.env_id):
-        if demos.lives is None:
-            raise UserError(f"--demos: {cfg.demos} has no `lives` array, which Atari demos need for the training "
-                            "episodes' life-loss ends; record it again with play.py --save-demos")
-        rewards = np.sign(rewards)  # envs.atari.ClipReward
-        episode_goes_on = ~(terminated | truncated)
-        life_lost[1:] = episode_goes_on[:-1] & (demos.lives[1:] < demos.lives[:-1])
+    demos = load_for_run(cfg, obs_shape, obs_dtype)
     stored = 0
-    for t in range(len(actions)):
-        ends_here = terminated[t] or truncated[t] or t + 1 == len(actions)
-        if not ends_here:
-            next_obs = obs[t + 1]
-        elif terminated[t]:
-            next_obs = obs[t]  # never bootstrapped from; only its shape matters
-        else:
-            continue  # the observation after a cut is not in the file
-        reward, ends = replay_targets(float(rewards[t]), bool(terminated[t] or life_lost[t]), False, cfg)
-        replay.add(obs[t], int(actions[t]), reward, next_obs, ends, truncated=False)
+    for obs, action, reward, next_obs, terminal in training_transitions(demos, cfg):
+        stored_reward, ends = replay_targets(reward, terminal, False, cfg)
+        replay.add(obs, action, stored_reward, next_obs, ends, truncated=False)
         stored += 1
     replay.open = False  # the live env's first episode starts afresh
     if stored > replay.capacity:

@@ -161,7 +161,8 @@ def mobilenet(directory, epochs, batch_size, lr, image_size, seed, eager) -> Non
 @user_errors
 def pretrain_cmd(demos, out, hidden_sizes, layer_norm, epochs, batch_size, lr, seed) -> None:
     """Behaviour cloning: fit a Q-network torso to the actions in DEMOS (.npz from play.py --save-demos)."""
-    from classic.pretrain import check_out_path, load_demos, parse_hidden_sizes, pretrain, save_model_atomic
+    from agent.demos import load_demos
+    from classic.pretrain import check_out_path, parse_hidden_sizes, pretrain, save_model_atomic
 
     sizes = parse_hidden_sizes(hidden_sizes)
     out_path = check_out_path(out)  # fail before training, not after

@@ -12,111 +12,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from agent.demos import Demos
 from classic.blocks import mlp_torso, nature_cnn_torso
-from classic.data import _first_line, _load_npz
+from classic.data import _first_line
 from classic.errors import ClassicError
 from classic.models import SparseCategoricalAccuracy
 
-DEMO_KEYS = ("obs", "actions", "rewards", "terminated", "truncated", "env_id")
 TORSO_PREFIX = "torso_"
-
-
-@dataclass(frozen=True)
-class Demos:
-    """Checked demonstrations: observations, the action taken in each, and what followed."""
-
-    env_id: str
-    obs: np.ndarray  # [N, *obs_shape], float32 (vectors) or uint8 (frames)
-    actions: np.ndarray  # [N] int64 in [0, num_actions)
-    num_actions: int
-    rewards: np.ndarray  # [N] float32, the env's reward for each step
-    terminated: np.ndarray  # [N] bool, the episode truly ended after this step
-    truncated: np.ndarray  # [N] bool, the episode was cut after this step (time limit, quit)
-    lives: np.ndarray | None = None  # [N] int64, Atari lives left after each step (files from play.py)
-
-
-def env_spaces(env_id: str) -> tuple[tuple[int, ...], int]:
-    """(observation shape, number of actions) of a gymnasium env, registering the ALE games first."""
-    import gymnasium as gym
-
-    try:  # the Atari ids only exist once ale_py has registered them
-        import ale_py
-
-        gym.register_envs(ale_py)
-    except ImportError:
-        pass
-    if env_id not in gym.registry:
-        raise ClassicError(f"unknown env id {env_id!r} in the demos file")
-    try:
-        env = gym.make(env_id)
-    except Exception as e:
-        raise ClassicError(f"cannot make env {env_id!r}: {_first_line(e)}") from None
-    try:
-        if not isinstance(env.action_space, gym.spaces.Discrete):
-            raise ClassicError(f"{env_id} has a {type(env.action_space).__name__} action space; cloning needs discrete actions")
-        return tuple(env.observation_space.shape), int(env.action_space.n)
-    finally:
-        env.close()
-
-
-def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) -> Demos:
-    """Read and check a demos file against its env.
-
-    Args:
-        path: the `.npz` file.
-        obs_shape: the observation shape the network eats; default: the env's own
-            `observation_space.shape` (for preprocessed Atari frames pass e.g. (84, 84, 4)).
-    Raises:
-        ClassicError: missing or pickled arrays, or shapes, dtypes or actions that do not fit the env.
-    """
-    arrays = _load_npz(path, DEMO_KEYS, what="a demos file")
-    env_id_arr = arrays["env_id"]
-    if env_id_arr.shape != () or env_id_arr.dtype.kind != "U":
-        raise ClassicError(
-            f"{path}: env_id must be a 0-d string array such as np.array('CartPole-v1'), "
-            f"got {env_id_arr.dtype} {env_id_arr.shape}"
-        )
-    env_id = str(env_id_arr)
-    env_shape, num_actions = env_spaces(env_id)
-    expected = tuple(obs_shape) if obs_shape is not None else env_shape
-    obs, actions = arrays["obs"], arrays["actions"]
-    n = len(obs) if obs.ndim else 0
-    if n == 0:
-        raise ClassicError(f"{path}: holds no transitions")
-    # Frame envs: the agent's wrappers resize and stack frames (210x160x3 -> 84x84x4), so any
-    # uint8 (H, W, C) stack is what a network may eat; vector envs must match exactly.
-    preprocessed_frames = obs_shape is None and len(env_shape) == 3 and obs.ndim == 4 and obs.dtype == np.uint8
-    if obs.shape[1:] != expected and not preprocessed_frames:
-        raise ClassicError(f"{path}: obs have shape {obs.shape[1:]} but {env_id} observations are {expected}")
-    if obs.dtype != np.uint8 and not np.issubdtype(obs.dtype, np.floating):
-        raise ClassicError(f"{path}: obs must be float32 (vectors) or uint8 (frames), got {obs.dtype}")
-    for key in ("actions", "rewards", "terminated", "truncated"):
-        if arrays[key].shape != (n,):
-            raise ClassicError(f"{path}: {key} must have shape ({n},) like obs, got {arrays[key].shape}")
-    if not np.issubdtype(actions.dtype, np.integer):
-        raise ClassicError(f"{path}: actions must be integers, got {actions.dtype}")
-    if actions.min() < 0 or actions.max() >= num_actions:
-        raise ClassicError(
-            f"{path}: actions run {actions.min()}..{actions.max()} but {env_id} has actions 0..{num_actions - 1}"
-        )
-    if obs.dtype != np.uint8:
-        obs = obs.astype(np.float32)
-    if not np.all(np.isfinite(arrays["rewards"])):
-        raise ClassicError(f"{path}: rewards must be finite numbers")
-    lives = arrays.get("lives")
-    if lives is not None and (lives.shape != (n,) or not np.issubdtype(lives.dtype, np.integer)):
-        raise ClassicError(f"{path}: lives must be {n} integers like obs, got {lives.dtype} {lives.shape}")
-    return Demos(
-        env_id=env_id, obs=obs, actions=actions.astype(np.int64), num_actions=num_actions,
-        rewards=arrays["rewards"].astype(np.float32), terminated=arrays["terminated"].astype(bool),
-        truncated=arrays["truncated"].astype(bool), lives=None if lives is None else lives.astype(np.int64),
-    )
 
 
 def build_policy_network(obs_shape: Sequence[int], obs_dtype, num_actions: int, hidden_sizes: Sequence[int] = (64, 64),

@@ -241,15 +241,20 @@ class ResizeFrame(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         return cv2.resize(observation, (self.size, self.size), interpolation=cv2.INTER_AREA)
 
 
+def clip_reward(reward):
+    """sign(reward), so one learning rate fits every game (Mnih et al. 2015); scalars or arrays (recorded demos)."""
+    return np.sign(reward)
+
+
 class ClipReward(gym.RewardWrapper, gym.utils.RecordConstructorArgs):
-    """Training only: sign(reward), so one learning rate fits every game (Mnih et al. 2015)."""
+    """Training only: `clip_reward` on every step."""
 
     def __init__(self, env: gym.Env) -> None:
         gym.utils.RecordConstructorArgs.__init__(self)
         gym.RewardWrapper.__init__(self, env)
 
     def reward(self, reward) -> float:
-        return float(np.sign(reward))
+        return float(clip_reward(reward))
 
 
 class FrameStack(gym.Wrapper, gym.utils.RecordConstructorArgs):

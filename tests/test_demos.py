@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import train as train_cli
-from agent.recording import DemoRecorder
+from agent.demos import DemoRecorder
 from agent.presets import resolve_config
 from agent.training import make_replay, seed_replay_with_demos
 
@@ -160,13 +160,13 @@ def test_atari_demos_without_lives_are_refused(tmp_path):
 
 def test_demos_of_one_atari_game_fit_its_other_ids(tmp_path):
     """ALE/Breakout-v5 and BreakoutNoFrameskip-v4 get the same emulator settings and wrappers here."""
-    from agent.training import load_checked_demos
+    from agent.demos import load_for_run
 
     path = tmp_path / "breakout.npz"
     record_breakout(path, 20)
     for env_id in ("ALE/Breakout-v5", "BreakoutNoFrameskip-v4"):
         cfg = resolve_config(env_id=env_id).replace(demos=str(path))
-        assert load_checked_demos(cfg, (84, 84, 4), np.uint8).env_id == "ALE/Breakout-v5"
+        assert load_for_run(cfg, (84, 84, 4), np.uint8).env_id == "ALE/Breakout-v5"
     cfg = resolve_config(env_id="ALE/Pong-v5").replace(demos=str(path))
     with pytest.raises(Exception, match="was recorded on ALE/Breakout-v5, this run is ALE/Pong-v5"):
-        load_checked_demos(cfg, (84, 84, 4), np.uint8)
+        load_for_run(cfg, (84, 84, 4), np.uint8)
