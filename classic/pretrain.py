@@ -1,7 +1,7 @@
 """Behaviour cloning: pretrain a Q-network torso as a classifier of demonstrated actions.
 
-A demos file (`play.py --save-demos`) is an `.npz` of `obs`, `actions`,
-`rewards`, `terminated`, `truncated` and a 0-d `env_id`. `pretrain` builds the
+A demos file (`play.py --save-demos`; the format lives in `agent/demos.py`)
+holds observations and the actions taken in them. `pretrain` builds the
 same layers the agent's non-dueling Q-network has (`classic.blocks` torso
 named `torso_*`, then `Dense(num_actions, name="q")`), fits it to predict the
 demonstrated action, and saves it as `.keras`. `load_torso_weights` then
