@@ -195,7 +195,7 @@ def from_dict(values: dict[str, Any], base: DQNConfig | None = None, source: str
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise UserError(f"{source}: unknown config field {key!r}{hint}; see agent/config.py for the fields")
         changes[key] = _coerce(key, value)
-    return validate(dataclasses.replace(base or DQNConfig(), **changes))
+    return dataclasses.replace(base or DQNConfig(), **changes)  # DQNConfig.__post_init__ validates
 
 
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:

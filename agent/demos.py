@@ -57,7 +57,9 @@ def env_spaces(env_id: str) -> tuple[tuple[int, ...], int]:
     try:
         env = gym.make(env_id)
     except Exception as e:
-        raise ClassicError(f"cannot make env {env_id!r}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+        from classic.data import _first_line
+
+        raise ClassicError(f"cannot make env {env_id!r}: {_first_line(e)}") from None
     try:
         if not isinstance(env.action_space, gym.spaces.Discrete):
             raise ClassicError(f"{env_id} has a {type(env.action_space).__name__} action space; cloning needs discrete actions")

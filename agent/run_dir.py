@@ -35,8 +35,6 @@ FORMAT_VERSION = 1
 RUN_FILES = ("config.toml", "meta.json", "model.keras")
 
 
-
-
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

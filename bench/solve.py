@@ -60,7 +60,7 @@ def main(seeds, first_seed, env_id, preset, threshold, eval_every, steps, overri
 
     base = resolve_config(env_id=env_id or (None if preset else "CartPole-v1"), preset=preset, overrides=config_lib.parse_overrides(overrides))
     if steps is not None:
-        base = config_lib.validate(base.replace(total_steps=steps))
+        base = base.replace(total_steps=steps)  # validated on construction
     env_id = base.env_id
     threshold = threshold if threshold is not None else reward_threshold(env_id)
     if threshold is None:
@@ -92,13 +92,14 @@ def main(seeds, first_seed, env_id, preset, threshold, eval_every, steps, overri
         first = f"first solve at {row['steps']:>6,} env steps ({row['train_seconds']:5.2f} s)" if solved else f"never solved (best {row['best_eval']:.1f})"
         click.echo(f"seed {seed}: {first}; held >= {threshold:g} in {row['held_after_solve']}/{row['evals_after_solve']} later evaluations; "
                    f"final {row['final']:6.1f} (min {row['final_min']:.0f}) over {FINAL_EPISODES}; {row['total_train_seconds']:.1f} s training")
-    # An unsolved seed counts as the whole budget for the median, so failures are not hidden.
-    median_steps = statistics.median(r["steps"] if r["solved"] else total for r in rows)
+    # An unsolved seed counts as the whole budget for the median and the IQM, so failures are not hidden.
+    first_solve_steps = [r["steps"] if r["solved"] else total for r in rows]
+    median_steps = statistics.median(first_solve_steps)
     median_seconds = statistics.median(r["train_seconds"] if r["solved"] else r["total_train_seconds"] for r in rows)
     finals = [r["final"] for r in rows]
     final_solved = sum(f >= threshold for f in finals)
     # IQM (mean of the middle half of the seeds) and its 95% stratified bootstrap interval (agent.stats; Agarwal et al. 2021).
-    iqm_steps = stats.summarize([r["steps"] if r["solved"] else total for r in rows])
+    iqm_steps = stats.summarize(first_solve_steps)
     iqm_final = stats.summarize(finals)
     click.echo(f"first solve: {sum(r['solved'] for r in rows)}/{len(rows)} seeds, median {median_steps:,.0f} env steps, "
                f"IQM {iqm_steps.iqm:,.0f} (95% CI {iqm_steps.iqm_ci[0]:,.0f}-{iqm_steps.iqm_ci[1]:,.0f}), {median_seconds:.2f} s training")
