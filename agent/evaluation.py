@@ -1,9 +1,12 @@
-"""Greedy (or near-greedy) evaluation on full episodes."""
+"""Greedy (or near-greedy) evaluation on full episodes, played by the one episode runner (agent/episodes.py)."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+
+from agent.episodes import EpisodeRunner
+from agent.policies import AgentPolicy
 
 
 def evaluate(agent, env: gym.Env, episodes: int, epsilon: float = 0.0, seed: int | None = None) -> dict:
@@ -26,19 +29,8 @@ def evaluate(agent, env: gym.Env, episodes: int, epsilon: float = 0.0, seed: int
     Returns:
         `{"mean", "std", "min", "max", "returns", "lengths"}`.
     """
-    rng = np.random.default_rng(seed)
-    returns, lengths = [], []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=None if seed is None else seed + i)
-        total, length, done = 0.0, 0, False
-        while not done:
-            action = int(agent.act(obs[None], epsilon, rng)[0])
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            length += 1
-            done = terminated or truncated
-        returns.append(total)
-        lengths.append(length)
+    runner = EpisodeRunner(env, AgentPolicy(agent, epsilon, np.random.default_rng(seed)), episodes=episodes, seed=seed, render=False)
+    returns, lengths = runner.run(), runner.lengths
     r = np.asarray(returns)
     return {
         "mean": float(r.mean()),

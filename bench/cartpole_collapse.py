@@ -32,26 +32,23 @@ ANGLE_LIMIT = 12 * 2 * np.pi / 360  # the pole has fallen beyond this (rad)
 
 
 def greedy_episodes(q_fn, env, episodes: int, seed: int) -> dict:
-    """Greedy episodes: returns, how each ended, and the Q-values met on the way."""
-    returns, ends, q_max, gaps = [], {"pole": 0, "cart": 0, "time": 0}, [], []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        total, done = 0.0, False
-        while not done:
-            q = q_fn(obs[None])[0]
-            q_max.append(float(q.max()))
-            gaps.append(float(abs(q[0] - q[1])))
-            obs, reward, terminated, truncated, _ = env.step(int(q.argmax()))
-            total += float(reward)
-            done = terminated or truncated
-        if truncated and not terminated:
+    """Greedy episodes (the episode runner, episode i from seed `seed + i`): returns, how each ended, and the Q-values met on the way."""
+    from agent.episodes import EpisodeRunner
+    from agent.policies import QPolicy
+
+    ends, q_max, gaps = {"pole": 0, "cart": 0, "time": 0}, [], []
+    runner = EpisodeRunner(env, QPolicy(q_fn, int(env.action_space.n)), episodes=episodes, seed=seed, render=False)
+    for view in runner:
+        if not view.done:  # the states an action was chosen in
+            q_max.append(float(view.q_values.max()))
+            gaps.append(float(abs(view.q_values[0] - view.q_values[1])))
+        elif view.truncated and not view.terminated:
             ends["time"] += 1
-        elif abs(obs[0]) > X_LIMIT:
+        elif abs(view.obs[0]) > X_LIMIT:
             ends["cart"] += 1
         else:
             ends["pole"] += 1
-        returns.append(total)
-    return {"mean": float(np.mean(returns)), "ends": ends, "q_max": float(np.mean(q_max)), "gap": float(np.mean(gaps)),
+    return {"mean": float(np.mean(runner.scores)), "ends": ends, "q_max": float(np.mean(q_max)), "gap": float(np.mean(gaps)),
             "gap_median": float(np.median(gaps))}
 
 
@@ -81,7 +78,7 @@ def main(seed, preset, every, overrides, as_json):
     tfquiet.setup()
     from agent import config as config_lib
     from agent.presets import resolve_config
-    from agent.recording import keras_q_fn
+    from agent.policies import keras_q_fn
     from agent.run_dir import load_model
     from agent.training import train
     from envs import make_env
