@@ -1,4 +1,4 @@
-"""play.py and agent.recording: real pygame (SDL dummy driver), real mp4 files read back with cv2.
+"""play.py and the viewer (agent/viewer.py, hud.py, policies.py, episodes.py, recording.py): real pygame (SDL dummy driver), real mp4 files read back with cv2.
 
 One tiny CartPole run is trained in-process per module (TensorFlow loads once);
 the CLI is driven through click's CliRunner in the same process, and a
@@ -23,11 +23,15 @@ os.environ["SDL_VIDEODRIVER"] = "dummy"  # before pygame's display is initialise
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 import play  # noqa: E402
-from agent import recording as rec  # noqa: E402
+from agent import hud, viewer  # noqa: E402
+from agent.episodes import EpisodeRunner  # noqa: E402
+from agent.policies import QPolicy, keras_q_fn, keyboard_mapping  # noqa: E402
+from agent.recording import record_episodes  # noqa: E402
+from agent.viewer import ViewOptions  # noqa: E402
 from videos import read_video  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CARTPOLE_HUD_SIZE = (600 + rec.PANEL_WIDTH, 400)  # (width, height) of a CartPole frame with the HUD
+CARTPOLE_HUD_SIZE = (600 + hud.PANEL_WIDTH, 400)  # (width, height) of a CartPole frame with the HUD
 
 
 @pytest.fixture(autouse=True)
@@ -118,10 +122,10 @@ def test_hud_shows_the_networks_q_values(model):
 
     env = make_env("CartPole-v1", seed=5, mode="play", render_mode="rgb_array")
     names = action_names(env)
-    policy = rec.QPolicy(rec.keras_q_fn(model), 2, epsilon=0.0, seed=5)
+    policy = QPolicy(keras_q_fn(model), 2, epsilon=0.0, seed=5)
     checked = 0
-    for view in rec.EpisodeRunner(env, policy, episodes=1, seed=5, max_steps=12):
-        content = rec.hud_content(view, names)
+    for view in EpisodeRunner(env, policy, episodes=1, seed=5, max_steps=12):
+        content = hud.hud_content(view, names)
         expected = model(view.obs[None], training=False).numpy()[0]
         np.testing.assert_allclose([b.value for b in content.bars], expected, rtol=1e-5, atol=1e-6)
         assert [b.name for b in content.bars] == ["LEFT", "RIGHT"]
@@ -129,7 +133,7 @@ def test_hud_shows_the_networks_q_values(model):
         if not view.done:
             assert view.action == int(np.argmax(expected))
             assert dict(content.lines)["action"] == names[view.action]
-        rec.compose(view, names, scale=1)  # and it draws
+        hud.compose(view, names, scale=1)  # and it draws
         checked += 1
     env.close()
     assert checked == 13
@@ -204,7 +208,7 @@ def test_scale_enlarges_the_game_frame(run_dir, tmp_path):
         assert np.abs(shrunk.astype(int) - small.astype(int)).mean() < 0.25
     result = invoke(run_dir, "--headless", "--record", tmp_path / "hud.mp4", "--episodes", 1, "--max-steps", 2, "--scale", 2)
     assert result.exit_code == 0, result.output
-    assert read_video(tmp_path / "hud.mp4")[0].shape == (800, 1200 + rec.PANEL_WIDTH, 3)
+    assert read_video(tmp_path / "hud.mp4")[0].shape == (800, 1200 + hud.PANEL_WIDTH, 3)
 
 
 # --------------------------------------------------------------------------- interruption
@@ -220,7 +224,7 @@ def test_interrupted_recording_leaves_a_playable_file(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        rec.record_episodes(None, "CartPole-v1", out, episodes=50, seed=0, on_view=stop)
+        record_episodes(None, "CartPole-v1", out, episodes=50, seed=0, on_view=stop)
     frames = read_video(out)
     assert len(frames) == 30 and frames[0].shape == (400, CARTPOLE_HUD_SIZE[0], 3)
     assert_not_blank(frames[-1])
@@ -284,7 +288,7 @@ def test_window_keys_screenshot_pause_step_speed_and_quit(run_dir, tmp_path, mon
     monkeypatch.setattr(pygame.time, "Clock", FakeClock)
     drawn = []  # (index of the state on screen, paused, fps) for every frame the window shows
     seen = []
-    real_status = play._draw_status
+    real_status = viewer.draw_status
 
     def status(screen, paused, recording, fps):
         drawn.append((len(seen) - 1, paused, fps))
@@ -308,8 +312,8 @@ def test_window_keys_screenshot_pause_step_speed_and_quit(run_dir, tmp_path, mon
         if len(seen) == 9:
             post_key(events, pygame.K_q, "q")
 
-    monkeypatch.setattr(play, "_draw_status", status)
-    scores, stopped = play.play(run_dir=str(run_dir), episodes=5, fps=200, max_steps=100, screenshot_dir=str(tmp_path), on_view=keys)
+    monkeypatch.setattr(viewer, "draw_status", status)
+    scores, stopped = viewer.play(ViewOptions(run_dir=str(run_dir), episodes=5, fps=200, max_steps=100, screenshot_dir=str(tmp_path)), on_view=keys)
     assert len(seen) == 9, "q ends the session at once"
     assert stopped == (None if seen[-1].done else seen[-1].score)
     # Frame by frame: states 0-2 running, state 3 shown running then frozen for 3 frames, `.` shows state 4, still
@@ -335,7 +339,7 @@ def test_closing_the_window_finishes_the_recording(run_dir, tmp_path):
         if view.step == 15:
             events.post(pygame.event.Event(pygame.QUIT))
 
-    scores, stopped = play.play(run_dir=str(run_dir), episodes=1, fps=1000, record_path=str(out), max_steps=100, on_view=close)
+    scores, stopped = viewer.play(ViewOptions(run_dir=str(run_dir), episodes=1, fps=1000, record_path=str(out), max_steps=100), on_view=close)
     if stopped is None:  # the barely trained agent fell before step 15
         assert len(read_video(out)) == scores[0] + 1
     else:
@@ -357,7 +361,7 @@ def test_r_key_starts_and_stops_a_recording(tmp_path, monkeypatch):
             post_key(events, pygame.K_r, "r")
             post_key(events, pygame.K_q, "q")
 
-    play.play(env_id="CartPole-v1", agent="random", episodes=5, fps=1000, seed=1, on_view=keys)
+    viewer.play(ViewOptions(env_id="CartPole-v1", agent="random", episodes=5, fps=1000, seed=1), on_view=keys)
     files = list((tmp_path / "recordings").glob("*.mp4"))
     assert len(files) == 1 and len(read_video(files[0])) == 5  # the 4th to the 8th frame
 
@@ -372,7 +376,7 @@ def test_human_play_reads_keys_and_saves_demos(tmp_path):
         if view.step == 9:
             post_key(events, pygame.K_ESCAPE)
 
-    scores, stopped = play.play(env_id="CartPole-v1", human=True, episodes=1, fps=1000, save_demos=str(path), on_view=keys)
+    scores, stopped = viewer.play(ViewOptions(env_id="CartPole-v1", human=True, episodes=1, fps=1000, save_demos=str(path)), on_view=keys)
     with np.load(path, allow_pickle=False) as d:
         # the key pressed while frame k shows is the action taken from state k
         assert d["actions"].tolist() == [0] * 5 + [1] * 4
@@ -384,7 +388,7 @@ def test_keyboard_mapping_cartpole():
     from envs import make_env
 
     env = make_env("CartPole-v1", seed=0, mode="play")
-    mapping = play.keyboard_mapping(env, "CartPole-v1")
+    mapping = keyboard_mapping(env, "CartPole-v1")
     assert mapping({"left"}) == 0 and mapping({"right"}) == 1
     assert {mapping(set()), mapping(set())} == {0, 1}, "no key: alternate pushes"
 
@@ -457,23 +461,23 @@ def test_breakout_recording_on_the_real_rom(tmp_path):
 
     keras.utils.set_random_seed(0)
     net = build_q_network((84, 84, 4), np.uint8, 4)
-    q_fn = rec.keras_q_fn(net)
+    q_fn = keras_q_fn(net)
     out = tmp_path / "breakout.mp4"
     seen = []
-    scores = rec.record_episodes(q_fn, "ALE/Breakout-v5", out, episodes=1, seed=0, epsilon=0.05, fps=30, max_steps=40, on_view=seen.append)
+    scores = record_episodes(q_fn, "ALE/Breakout-v5", out, episodes=1, seed=0, epsilon=0.05, fps=30, max_steps=40, on_view=seen.append)
     assert len(scores) == 1
     assert seen[0].obs.shape == (84, 84, 4) and seen[0].obs.dtype == np.uint8
     assert seen[0].frame.shape == (210, 160, 3)
     frames = read_video(out)
     assert len(frames) == len(seen) == 41
-    assert frames[0].shape == (630, 480 + rec.PANEL_WIDTH, 3)
+    assert frames[0].shape == (630, 480 + hud.PANEL_WIDTH, 3)
     assert_not_blank(frames[-1][:, :480])
 
     env = make_env("ALE/Breakout-v5", seed=0, mode="play", render_mode="rgb_array")
     names = action_names(env)
     view = seen[10]
-    np.testing.assert_allclose([b.value for b in rec.hud_content(view, names).bars], net(view.obs[None]).numpy()[0], rtol=1e-5, atol=1e-6)
-    mapping = play.keyboard_mapping(env, "ALE/Breakout-v5")
+    np.testing.assert_allclose([b.value for b in hud.hud_content(view, names).bars], net(view.obs[None]).numpy()[0], rtol=1e-5, atol=1e-6)
+    mapping = keyboard_mapping(env, "ALE/Breakout-v5")
     assert [names[mapping(k)] for k in ({"fire"}, {"left"}, {"right"}, set(), {"left", "fire"})] == ["FIRE", "LEFT", "RIGHT", "NOOP", "LEFT"]
     env.close()
 
@@ -484,4 +488,4 @@ def test_breakout_alias_random_agent_cli(tmp_path):
     assert result.exit_code == 0, result.output
     frames = read_video(out)
     assert len(frames) == 31  # a random Breakout game outlives 30 steps
-    assert frames[0].shape == (630, 480 + rec.PANEL_WIDTH, 3)
+    assert frames[0].shape == (630, 480 + hud.PANEL_WIDTH, 3)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from agent.errors import UserError
-from agent.recording import VideoRecorder
+from agent.video import VideoRecorder
 from videos import read_video
 
 WIDTH, HEIGHT = 161, 99  # odd on purpose: yuv420p needs even sizes, so the recorder pads to 162x100

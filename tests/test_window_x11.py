@@ -155,15 +155,15 @@ def test_keys_pause_step_screenshot_and_quit_on_a_real_window(display, cartpole_
 
     import pygame
 
-    from agent import recording as rec
+    from agent import hud
 
     image = pygame.surfarray.array3d(pygame.image.load(str(shots[-1][2]))).transpose(1, 0, 2)  # (H, W, RGB)
-    assert image.shape == (400, 600 + rec.PANEL_WIDTH, 3)  # the CartPole frame and the HUD panel beside it
+    assert image.shape == (400, 600 + hud.PANEL_WIDTH, 3)  # the CartPole frame and the HUD panel beside it
     game, panel = image[:, :600], image[:, 600:]
     assert (game == 255).all(axis=2).mean() > 0.5  # CartPole's white background
     assert (np.abs(game.astype(int) - (202, 152, 101)).sum(axis=2) < 30).any()  # the brown pole
     # The Q-value bars: one per action, drawn in the HUD's bar colours.
-    bar_pixels = sum((panel == color).all(axis=2).sum() for color in (rec.BAR, rec.CHOSEN))
+    bar_pixels = sum((panel == color).all(axis=2).sum() for color in (hud.BAR, hud.CHOSEN))
     assert bar_pixels > 200
 
 
