@@ -10,14 +10,19 @@ once per learner call instead of once per update.
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from agent.config import DQNConfig
+from agent.errors import CheckpointError
 from agent.networks import NumpyMLPPolicy, build_q_network
+from agent.policies import epsilon_greedy
+from agent.state_files import read_state, write_state
 from replay import Batch
+from replay.base import ReplayMemoryError, rng_from_words, rng_to_words
 
 
 class NonFiniteLossError(RuntimeError):
@@ -78,14 +83,7 @@ class DQNAgent:
         when at least one row acts greedily. Exploration draws from `rng`
         (evaluation passes its own) or else the agent's training RNG.
         """
-        rng = self.rng if rng is None else rng
-        n = len(obs_batch)
-        explore = rng.random(n) < epsilon
-        random_actions = rng.integers(0, self.num_actions, size=n)
-        if explore.all():
-            return random_actions
-        greedy = self.q_values(obs_batch).argmax(axis=1)
-        return np.where(explore, random_actions, greedy)
+        return epsilon_greedy(self.q_values, obs_batch, epsilon, self.rng if rng is None else rng, self.num_actions)[0]
 
     # ----- learning -----
 
@@ -113,6 +111,52 @@ class DQNAgent:
     def set_learning_rate(self, learning_rate: float) -> None:
         """Set the optimizer's step size (a schedule calls this between learner calls)."""
         self.optimizer.learning_rate.assign(learning_rate)
+
+    # ----- checkpoints: the agent saves and restores itself -----
+
+    NETWORKS = "networks"  # tf.train.Checkpoint prefix: networks.index, networks.data-* in the agent's directory
+
+    def state_dict(self) -> dict:
+        """The update count and the exploration RNG (exact words); `save_state` adds the networks."""
+        return {"updates": self.num_updates, "rng": rng_to_words(self.rng)}
+
+    def load_state_dict(self, state: dict) -> None:
+        updates = state["updates"]
+        if not isinstance(updates, int) or isinstance(updates, bool) or updates < 0:
+            raise ValueError("'updates' must be a non-negative integer")
+        self.num_updates = updates
+        self.rng = rng_from_words(np.asarray(state["rng"]))
+
+    def _tracked(self) -> tf.train.Checkpoint:
+        parts = {"online": self.online, "optimizer": self.optimizer}
+        if self.target is not None:
+            parts["target"] = self.target
+        return tf.train.Checkpoint(**parts)
+
+    def save_state(self, directory: Path) -> None:
+        """Online and target networks and the optimizer (slots and iteration count) as a
+        `tf.train.Checkpoint`; counters and RNG as state files (agent/state_files.py)."""
+        self._tracked().write(str(directory / self.NETWORKS))
+        write_state(directory, self.state_dict())
+
+    def load_state(self, directory: Path, where: str) -> None:
+        """Restore what `save_state` wrote.
+
+        Raises:
+            CheckpointError: the networks do not fit this agent, or the state is malformed.
+        """
+        try:
+            status = self._tracked().read(str(directory / self.NETWORKS))
+            status.assert_existing_objects_matched()
+            status.expect_partial()
+        except Exception as e:  # TF raises several types for shape mismatches and damaged bundles
+            raise CheckpointError(f"{where}: the networks do not fit this run ({type(e).__name__}); was it made with another config?") from None
+        self.refresh_acting_copy()
+        state = read_state(directory, where, like=self.state_dict())
+        try:
+            self.load_state_dict(state)
+        except (KeyError, ValueError, TypeError, ReplayMemoryError) as e:
+            raise CheckpointError(f"{where}: the agent's state is malformed ({e})") from None
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Run gradient steps on one batch `(B, ...)` or on stacked batches `(K, B, ...)`.

@@ -13,6 +13,10 @@ class UserError(Exception):
     """Bad input a person can fix: printed as one line, exit status 2, no traceback."""
 
 
+class CheckpointError(UserError):
+    """A checkpoint that cannot be written or loaded; the message is one line a person can act on."""
+
+
 def command(tool: str) -> str:
     """How to run one of our tools (`train` or `play`) the way this process was started.
 

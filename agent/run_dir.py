@@ -4,10 +4,9 @@
     meta.json        format version, env id, observation/action signature, counters
     model.keras      the online Q-network (Keras format, loadable in safe mode)
     best_model.keras the online Q-network at its best evaluation so far
-    checkpoints/     step-NNNNNNNNN/ directories: networks and optimizer (tf.train.Checkpoint),
-                     counters, RNG states, the live env, the replay memory, and a manifest
-                     written last (see agent/checkpoints.py); `train.py --resume` continues from
-                     the newest complete one
+    checkpoints/     step-NNNNNNNNN/ directories, one subdirectory per part (agent/run_state.py:
+                     run, agent, loop, rngs, replay, env) and a manifest written last
+                     (agent/checkpoints.py); `train.py --resume` continues from the newest complete one
     progress.csv     one row per log interval and evaluation
     tb/              TensorBoard event files
     eval.json        the final evaluation

@@ -1,44 +1,50 @@
-"""The training loop: act, step, store, learn, sync, evaluate, log, checkpoint.
+"""The training loop: act, step, store, learn, sync; evaluation, logs, checkpoints, videos and stopping as hooks.
 
-It reads top to bottom on purpose. One env step per iteration; the learner
-runs every `train_freq` env steps for `gradient_steps` updates, the target
-network is synced every `target_update_period` env steps.
+`run_loop` reads top to bottom on purpose: one env step per iteration, the
+learner every `train_freq` env steps for `gradient_steps` updates, the target
+network synced every `target_update_period` env steps, then the hooks
+(agent/hooks.py), any of which can end the loop with a reason. `train` opens
+everything a run needs in one `ExitStack` (so it is closed on every path),
+runs the loop, and ends in one place: a checkpoint of the state the run
+stopped in, then the final evaluation.
 
-Checkpoints (agent/checkpoints.py) hold everything the loop carries, so a
-resume continues bit for bit where the checkpoint was taken; Ctrl-C and
-SIGTERM are honoured after a whole env step, with a checkpoint.
+Each component saves and restores itself into a checkpoint
+(agent/run_state.py lists the parts), so a resume continues bit for bit where
+the checkpoint was taken; Ctrl-C and SIGTERM are honoured after a whole env
+step, with a checkpoint.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import signal
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gymnasium as gym
 import keras
 import numpy as np
-import tensorflow as tf
 
 from agent import run_dir as run_files
-from agent.checkpoints import (
-    Checkpoints, LoopState, StopSignals, remove_incomplete, trim_progress_csv, trim_tensorboard,
-)
+from agent.checkpoints import CheckpointStore, Part, remove_incomplete
 from agent.config import DQNConfig
 from agent.demos import load_for_run, training_transitions
 from agent.dqn import DQNAgent, NonFiniteLossError
-from agent.errors import UserError, command
+from agent.errors import CheckpointError, UserError, command
 from agent.evaluation import evaluate
+from agent.hooks import Evaluate, Hook, Log, RecordVideos, SaveCheckpoints, StopWhen
+from agent.logs import CSV_FIELDS, ProgressLog, trim_progress_csv, trim_tensorboard
+from agent.run_state import LoopState, checkpoint_parts
 from agent.schedules import chapter_episode_epsilon, linear
+from agent.signals import StopSignals
 from envs import make_env, obs_signature, reward_threshold
 from replay import FrameReplayBuffer, ReplayBuffer, ReplayMemory
 
-CSV_FIELDS = [
-    "env_step", "episodes", "updates", "wall_time_s", "train_time_s", "steps_per_s", "epsilon",
-    "train_return_mean", "loss", "q_mean", "eval_return_mean", "eval_return_std",
-]
+__all__ = ["CSV_FIELDS", "Run", "TrainResult", "TrainingInterrupted", "TrainingStopped", "build_agent", "make_replay",
+           "replay_targets", "run_loop", "seed_replay_with_demos", "train"]
 
 
 class TrainingStopped(RuntimeError):
@@ -51,15 +57,6 @@ class TrainingInterrupted(RuntimeError):
     def __init__(self, message: str, signum: int = signal.SIGINT):
         super().__init__(message)
         self.signum = int(signum)
-
-
-def record_video(agent: DQNAgent, cfg: DQNConfig, path: Path) -> list[float]:
-    """One evaluation episode as an mp4 (full-resolution frames with the HUD), for `record_every`."""
-    from agent.recording import record_episodes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return record_episodes(agent.q_values, cfg.env_id, path, episodes=1, seed=cfg.seed + 30_000, epsilon=cfg.eval_epsilon, pixels=cfg.pixels,
-                           pixel_view=cfg.pixel_view)
 
 
 @dataclass
@@ -76,45 +73,13 @@ class TrainResult:
     finished: bool = True  # False when paused before total_steps
 
 
-class ProgressLog:
-    """progress.csv and TensorBoard scalars, written side by side."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / "progress.csv"
-        new = not self.path.exists()
-        self.file = self.path.open("a", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=CSV_FIELDS)
-        if new:
-            self.writer.writeheader()
-        self.tb = tf.summary.create_file_writer(str(run_dir / "tb"))
-
-    def write(self, row: dict) -> None:
-        self.writer.writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
-        self.file.flush()
-        with self.tb.as_default(step=int(row["env_step"])):
-            for key, value in row.items():
-                if key != "env_step" and value is not None and np.isfinite(value):
-                    tf.summary.scalar(key, value)
-        self.tb.flush()
-
-    def close(self) -> None:
-        self.file.close()
-        self.tb.close()
-
-
-def _fmt(value):
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return value
-
 
 def epsilon_schedule(cfg: DQNConfig):
-    """(function, counts) where counts is "steps" or "episodes"."""
+    """(function, counts_episodes): the exploration rate as a function of env steps, or of episodes
+    for the chapter's schedule. Schedules are pure functions of the loop's counters: nothing to save."""
     if cfg.epsilon_schedule == "linear_episodes":
-        return chapter_episode_epsilon(cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay), "episodes"
-    return linear(cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay), "steps"
+        return chapter_episode_epsilon(cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay), True
+    return linear(cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay), False
 
 
 def replay_targets(reward: float, terminated: bool, truncated: bool, cfg: DQNConfig) -> tuple[float, bool]:
@@ -185,6 +150,109 @@ def build_agent(cfg: DQNConfig, env) -> DQNAgent:
     return agent
 
 
+@dataclass
+class Run:
+    """One training session: the components, the loop's state, and what the hooks share.
+
+    `started` is the `perf_counter()` reading at which the run would have begun
+    had it never stopped, so wall time counts on across resumed sessions.
+    """
+
+    cfg: DQNConfig
+    run_dir: Path
+    env: gym.Env
+    eval_env: gym.Env
+    agent: DQNAgent
+    replay: ReplayMemory
+    state: LoopState
+    store: CheckpointStore
+    parts: dict[str, Part]  # what a checkpoint holds (agent/run_state.py)
+    solve_return: float | None
+    started: float = 0.0  # set when the loop is about to start
+    epsilon: float = 1.0  # the exploration rate of the latest env step
+
+    def train_seconds(self) -> float:
+        """Wall-clock seconds spent acting and learning (evaluations excluded), all sessions."""
+        return time.perf_counter() - self.started - self.state.eval_seconds
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Count the time inside as evaluation time, kept out of training time."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.state.eval_seconds += time.perf_counter() - t0
+
+    def evaluate(self, episodes: int) -> dict:
+        """Greedy episodes (epsilon `eval_epsilon`) on the eval env, the same seeds every time."""
+        return evaluate(self.agent, self.eval_env, episodes, self.cfg.eval_epsilon, seed=self.cfg.seed + 20_000)
+
+    def save_checkpoint(self) -> None:
+        """checkpoints/step-NNNNNNNNN (written whole or not at all), then model.keras and meta.json."""
+        s = self.state
+        if self.store.last_step == s.step:
+            return  # this very state is on disk already
+        s.wall_seconds = time.perf_counter() - self.started
+        self.store.save(s.step, self.parts)
+        try:
+            run_files.save_model(self.run_dir, self.agent.online)
+            run_files.save_meta(self.run_dir, {
+                "env_id": self.cfg.env_id, "obs_shape": list(self.agent.obs_shape), "obs_dtype": str(self.agent.obs_dtype),
+                "num_actions": self.agent.num_actions, "env_step": s.step, "episodes": s.episodes,
+                "updates": self.agent.num_updates, "checkpoint": self.store.last_name,
+            })
+        except OSError as e:
+            raise UserError(f"cannot write model.keras/meta.json in {self.run_dir}: {e.strerror or e}; the checkpoint "
+                            f"{self.store.last_name} is complete; continue with: {command('train')} --resume {self.run_dir}") from None
+
+    def result(self, final: dict | None) -> TrainResult:
+        s = self.state
+        return TrainResult(self.run_dir, s.step, s.episodes, self.agent.num_updates, self.train_seconds(), s.eval_seconds,
+                           final, s.evaluations, s.solved_at, finished=final is not None)
+
+
+def run_loop(run: Run, hooks: Sequence[Hook]) -> str:
+    """Take env steps until `total_steps` or until a hook asks to stop.
+
+    Returns:
+        Why the loop ended: "end", or the first reason a hook gave ("signal", "pause", "solved").
+    """
+    cfg, env, agent, replay, s = run.cfg, run.env, run.agent, run.replay, run.state
+    epsilon_at, counts_episodes = epsilon_schedule(cfg)
+    learning_rate_at = linear(cfg.learning_rate, cfg.learning_rate if cfg.learning_rate_end is None else cfg.learning_rate_end, cfg.total_steps)
+    for step in range(s.step + 1, cfg.total_steps + 1):  # `step` = env steps taken, this one included
+        s.step = step
+        # 1. act (epsilon-greedy) and step the env
+        run.epsilon = epsilon_at(s.episodes if counts_episodes else step - 1)
+        action = int(agent.act(s.obs[None], run.epsilon)[0])
+        next_obs, reward, terminated, truncated, info = env.step(action)
+
+        # 2. store; bootstrap only through `terminated` (a time limit is not a terminal state)
+        stored_reward, ends_bootstrap = replay_targets(float(reward), terminated, truncated, cfg)
+        replay.add(s.obs, action, stored_reward, next_obs, ends_bootstrap, truncated=truncated)
+        s.obs = next_obs
+        if terminated or truncated:
+            s.obs, reset_info = env.reset()
+            s.count_games(info, reset_info)  # real game ends: an Atari life loss ends only the training episode
+
+        # 3. learn every train_freq env steps, once there is enough experience
+        if step >= cfg.learning_starts and step % cfg.train_freq == 0 and len(replay) >= cfg.batch_size:
+            if cfg.learning_rate_end is not None:
+                agent.set_learning_rate(learning_rate_at(step))
+            s.metrics = agent.update(replay.sample_many(cfg.gradient_steps, cfg.batch_size))
+
+        # 4. target sync: a hard copy (Mnih et al. 2015) or a Polyak step (target_tau < 1)
+        if cfg.target_update_period and step % cfg.target_update_period == 0:
+            agent.sync_target(cfg.target_tau)
+
+        # 5. the hooks: evaluate, log, checkpoint, record, and whether to stop
+        reasons = [reason for hook in hooks if (reason := hook(run)) is not None]
+        if reasons:
+            return reasons[0]
+    return "end"
+
+
 def train(
     cfg: DQNConfig,
     run_dir: str | Path,
@@ -219,178 +287,91 @@ def train(
             run directory that another process holds.
     """
     run_dir = Path(run_dir)
-    with run_files.locked(run_dir):  # one process per run directory
-        return _train(cfg, run_dir, progress, resume=resume, keep=keep, save_replay=save_replay, pause_at=pause_at)
+    with run_files.locked(run_dir), contextlib.ExitStack() as stack:  # one process per run directory
+        run = _open_run(cfg, run_dir, stack, resume=resume, keep=keep, save_replay=save_replay)
+        signals = stack.enter_context(StopSignals())  # Ctrl-C / SIGTERM: finish this env step, save, exit
+        log = stack.enter_context(ProgressLog(run_dir))
+        bar = _progress_bar(cfg.total_steps, progress, initial=run.state.step)
+        if bar is not None:
+            stack.callback(bar.close)
+        hooks = [Evaluate(), Log(log, bar, run.state.step), SaveCheckpoints(), RecordVideos(), StopWhen(signals, pause_at)]
+        try:
+            why = run_loop(run, hooks)
+            run.save_checkpoint()  # the state training ended in: a resume continues from here
+        except NonFiniteLossError as e:
+            kept = f"the last good checkpoint ({run.store.last_name}) is kept in {run_dir}" if run.store.last_step is not None else "no checkpoint had been saved yet"
+            raise TrainingStopped(f"training stopped at env step {run.state.step}: {e}; {kept}; try a lower learning_rate or max_grad_norm") from None
+        if why == "signal":
+            raise TrainingInterrupted(f"{signals.name} at env step {run.state.step:,}: checkpoint {run.store.last_name} saved in {run_dir}; "
+                                      f"continue with: {command('train')} --resume {run_dir}", signum=signals.signum)
+        if why == "pause":
+            return run.result(final=None)
+        return _finish(run)
 
 
-def _train(cfg: DQNConfig, run_dir: Path, progress: bool, *, resume: bool, keep: int, save_replay: bool, pause_at: int | None) -> TrainResult:
+def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, resume: bool, keep: int, save_replay: bool) -> Run:
+    """Build the envs, agent and replay (closed by `stack`), fresh or restored from the newest checkpoint.
+
+    For a resume every check passes before anything on disk changes.
+    """
     keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: same seed, same network
     env = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
+    stack.callback(env.close)
     eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
+    stack.callback(eval_env.close)
     obs_shape, obs_dtype, _ = obs_signature(env)
     agent = build_agent(cfg.replace(init_from=None) if resume else cfg, env)  # a resume takes its weights from the checkpoint
     replay = make_replay(cfg, obs_shape, obs_dtype)
-    epsilon_at, epsilon_counts = epsilon_schedule(cfg)
-    learning_rate_at = linear(cfg.learning_rate, cfg.learning_rate_end if cfg.learning_rate_end is not None else cfg.learning_rate, cfg.total_steps)
+    state = LoopState(obs=np.zeros(obs_shape, obs_dtype))
+    store = CheckpointStore(run_dir / "checkpoints", keep=keep, resume_hint=f"{command('train')} --resume {run_dir}")
     solve_return = cfg.solve_return if cfg.solve_return is not None else reward_threshold(cfg.env_id)
-    store = Checkpoints(run_dir, cfg, agent, replay, env, keep=keep, save_replay=save_replay)
+    parts = checkpoint_parts(cfg, agent, replay, env, state, with_replay=save_replay)
+    run = Run(cfg, run_dir, env, eval_env, agent, replay, state, store, parts, solve_return)
 
-    if resume:  # every check passes before anything on disk changes
-        s, obs = store.restore_latest()
-        if s.step > cfg.total_steps:
-            raise UserError(f"the checkpoint is at env step {s.step:,}, beyond total_steps={cfg.total_steps:,}; pass --steps {s.step} or more")
-        if s.step == cfg.total_steps and (run_dir / "eval.json").exists():
+    if resume:
+        path = store.latest()
+        everything = checkpoint_parts(cfg, agent, replay, env, state, with_replay=True)
+        loaded = store.load(path, everything, optional=("replay",))
+        where = f"checkpoint {path.name}"
+        if state.step != store.last_step:
+            raise CheckpointError(f"{where}: the step counters disagree")
+        if state.step > cfg.total_steps:
+            raise UserError(f"the checkpoint is at env step {state.step:,}, beyond total_steps={cfg.total_steps:,}; pass --steps {state.step} or more")
+        if state.step == cfg.total_steps and (run_dir / "eval.json").exists():
             raise UserError(f"{run_dir} finished its {cfg.total_steps:,} env steps; pass --steps N (more than {cfg.total_steps:,}) to train longer")
+        if "replay" not in loaded:
+            print(f"warning: {where} was saved without its replay memory (--no-save-replay); "
+                  "learning restarts from an empty buffer", file=sys.stderr)
+        if not everything["env"].restored:
+            print(f"warning: {where} holds no env state for {cfg.env_id}; the resumed run starts a new episode", file=sys.stderr)
+            state.obs, _ = env.reset(seed=cfg.seed + state.step)
         remove_incomplete(store.root)
-        trim_progress_csv(run_dir / "progress.csv", s.step)
-        trim_tensorboard(run_dir / "tb", s.step)
+        trim_progress_csv(run_dir / "progress.csv", state.step)
+        trim_tensorboard(run_dir / "tb", state.step)
     else:
-        s = LoopState()
         if cfg.demos:
             seed_replay_with_demos(replay, cfg, obs_shape, obs_dtype)
-        obs, _ = env.reset(seed=cfg.seed)
+        state.obs, _ = env.reset(seed=cfg.seed)
     run_files.save_config(run_dir, cfg)
-    log = ProgressLog(run_dir)
+    run.started = time.perf_counter() - state.wall_seconds  # wall time counts on across sessions
+    return run
 
-    def save_checkpoint() -> None:
-        """checkpoints/step-NNNNNNNNN (written whole or not at all), then model.keras and meta.json."""
-        if store.last_step == s.step:
-            return  # this very state is on disk already
-        s.wall_seconds = time.perf_counter() - start
-        store.save(s, obs)
-        try:
-            run_files.save_model(run_dir, agent.online)
-            run_files.save_meta(run_dir, {
-                "env_id": cfg.env_id, "obs_shape": list(obs_shape), "obs_dtype": str(obs_dtype), "num_actions": agent.num_actions,
-                "env_step": s.step, "episodes": s.episodes, "updates": agent.num_updates, "checkpoint": store.last_name,
-            })
-        except OSError as e:
-            raise UserError(f"cannot write model.keras/meta.json in {run_dir}: {e.strerror or e}; "
-                            f"the checkpoint {store.last_name} is complete; continue with: {command('train')} --resume {run_dir}") from None
 
-    bar = _progress_bar(cfg.total_steps, progress, initial=s.step)
-    start = time.perf_counter() - s.wall_seconds  # wall time counts on across sessions
-    last_log_time, last_log_step = time.perf_counter(), s.step
-    epsilon = epsilon_at(s.episodes if epsilon_counts == "episodes" else s.step)
-    paused = False
-    stop = StopSignals()  # Ctrl-C / SIGTERM: finish this env step, save, exit
-    try:
-        with stop:
-            for step in range(s.step + 1, cfg.total_steps + 1):  # `step` = env steps taken, this one included
-                s.step = step
-                # 1. act (epsilon-greedy) and step the env
-                epsilon = epsilon_at(s.episodes if epsilon_counts == "episodes" else step - 1)
-                action = int(agent.act(obs[None], epsilon)[0])
-                next_obs, reward, terminated, truncated, info = env.step(action)
-                episode_over = terminated or truncated
-
-                # 2. store; bootstrap only through `terminated` (a time limit is not a terminal state)
-                stored_reward, ends_bootstrap = replay_targets(float(reward), terminated, truncated, cfg)
-                replay.add(obs, action, stored_reward, next_obs, ends_bootstrap, truncated=truncated)
-                obs = next_obs
-                if episode_over:
-                    obs, reset_info = env.reset()
-                    # A real game end (an Atari life loss ends only the training episode); a game
-                    # can also end inside an Atari pseudo-reset, which reports it from reset.
-                    for record in (info.get("episode"), reset_info.get("episode")):
-                        if record is not None:
-                            s.episodes += 1
-                            s.recent_returns.append(float(record["r"]))
-
-                # 3. learn every train_freq env steps, once there is enough experience
-                if step >= cfg.learning_starts and step % cfg.train_freq == 0 and len(replay) >= cfg.batch_size:
-                    if cfg.learning_rate_end is not None:
-                        agent.set_learning_rate(learning_rate_at(step))
-                    s.metrics = agent.update(replay.sample_many(cfg.gradient_steps, cfg.batch_size))
-
-                # 4. target sync: a hard copy (Mnih et al. 2015) or a Polyak step (target_tau < 1)
-                if cfg.target_update_period and step % cfg.target_update_period == 0:
-                    agent.sync_target(cfg.target_tau)
-
-                # 5. evaluate greedily on a separate env (its time is kept apart)
-                eval_row = None
-                if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps:
-                    t0 = time.perf_counter()
-                    result = s.last_eval = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_epsilon, seed=cfg.seed + 20_000)
-                    s.last_eval_step = step
-                    if result["mean"] > max((e["mean"] for e in s.evaluations), default=-np.inf):
-                        run_files.save_model(run_dir, agent.online, which="best")  # DQN oscillates: keep its best
-                    s.eval_seconds += time.perf_counter() - t0  # evaluation and its bookkeeping, kept out of training time
-                    train_seconds = time.perf_counter() - start - s.eval_seconds
-                    eval_row = {"env_step": step, "mean": result["mean"], "std": result["std"], "train_seconds": train_seconds}
-                    s.evaluations.append(eval_row)
-                    if s.solved_at is None and solve_return is not None and result["mean"] >= solve_return:
-                        s.solved_at = step
-
-                # 6. log
-                if (cfg.log_every and step % cfg.log_every == 0) or eval_row is not None:
-                    now = time.perf_counter()
-                    row = {
-                        "env_step": step, "episodes": s.episodes, "updates": agent.num_updates,
-                        "wall_time_s": now - start, "train_time_s": now - start - s.eval_seconds,
-                        "steps_per_s": (step - last_log_step) / max(now - last_log_time, 1e-9),
-                        "epsilon": epsilon,
-                        "train_return_mean": float(np.mean(s.recent_returns)) if s.recent_returns else None,
-                        "loss": s.metrics["loss"], "q_mean": s.metrics["q_mean"],
-                        "eval_return_mean": eval_row["mean"] if eval_row else None,
-                        "eval_return_std": eval_row["std"] if eval_row else None,
-                    }
-                    log.write(row)
-                    last_log_time, last_log_step = now, step
-                if bar is not None and step % 250 == 0:
-                    bar.update(step - bar.n)
-                    bar.set_postfix(ret=f"{np.mean(s.recent_returns):.1f}" if s.recent_returns else "-", eps=f"{epsilon:.3f}", loss=f"{s.metrics['loss']:.4f}", refresh=False)
-
-                # 7. checkpoint, and an evaluation video now and then
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    save_checkpoint()
-                if cfg.record_every and step % cfg.record_every == 0:
-                    record_video(agent, cfg, run_dir / "videos" / f"step-{step:09d}.mp4")
-
-                # 8. stop after a whole env step: Ctrl-C, SIGTERM, pause_at, or solved
-                if stop.signum is not None or step == pause_at:
-                    paused = True
-                    break
-                if cfg.stop_on_solve and s.solved_at is not None:
-                    break
-
-            # The state training ended in, saved before the final evaluation: a resume continues from here.
-            save_checkpoint()
-            if stop.signum is not None:
-                raise TrainingInterrupted(
-                    f"{stop.name} at env step {s.step:,}: checkpoint {store.last_name} saved in {run_dir}; "
-                    f"continue with: {command('train')} --resume {run_dir}", signum=stop.signum)
-            if paused:
-                env.close()
-                eval_env.close()
-                return TrainResult(run_dir, s.step, s.episodes, agent.num_updates, time.perf_counter() - start - s.eval_seconds,
-                                   s.eval_seconds, None, s.evaluations, s.solved_at, finished=False)
-
-            # The final evaluation judges the network the run ends with (model.keras), with
-            # final_eval_episodes episodes: ten greedy CartPole episodes can hide a policy that fails one time in five.
-            final = s.last_eval
-            final_episodes = cfg.final_eval_episodes or cfg.eval_episodes
-            if s.last_eval_step != s.step or final_episodes != cfg.eval_episodes:
-                t0 = time.perf_counter()
-                final = evaluate(agent, eval_env, final_episodes, cfg.eval_epsilon, seed=cfg.seed + 20_000)
-                s.eval_seconds += time.perf_counter() - t0
-    except NonFiniteLossError as e:
-        kept = f"the last good checkpoint ({store.last_name}) is kept in {run_dir}" if store.last_step is not None else "no checkpoint had been saved yet"
-        raise TrainingStopped(f"training stopped at env step {s.step}: {e}; {kept}; try a lower learning_rate or max_grad_norm") from None
-    finally:
-        if bar is not None:
-            bar.close()
-        log.close()
-
-    train_seconds = time.perf_counter() - start - s.eval_seconds
-    run_files.atomic_write_json(run_dir / "eval.json", {
+def _finish(run: Run) -> TrainResult:
+    """The final evaluation judges the network the run ends with (model.keras), with `final_eval_episodes`
+    episodes: ten greedy CartPole episodes can hide a policy that fails one time in five."""
+    cfg, s = run.cfg, run.state
+    final = s.last_eval
+    final_episodes = cfg.final_eval_episodes or cfg.eval_episodes
+    if s.last_eval_step != s.step or final_episodes != cfg.eval_episodes:  # else the last periodic one is it
+        with run.evaluating():
+            final = run.evaluate(final_episodes)
+    run_files.atomic_write_json(run.run_dir / "eval.json", {
         "env_id": cfg.env_id, "env_step": s.step, "episodes": len(final["returns"]), "epsilon": cfg.eval_epsilon,
-        "solve_return": solve_return, "solved": solve_return is not None and final["mean"] >= solve_return, **final,
+        "solve_return": run.solve_return, "solved": run.solve_return is not None and final["mean"] >= run.solve_return, **final,
         "best": max(s.evaluations, key=lambda e: e["mean"]) if s.evaluations else None,  # best_model.keras
     })
-    env.close()
-    eval_env.close()
-    return TrainResult(run_dir, s.step, s.episodes, agent.num_updates, train_seconds, s.eval_seconds, final, s.evaluations, s.solved_at)
+    return run.result(final)
 
 
 def _progress_bar(total: int, enabled: bool, initial: int = 0):

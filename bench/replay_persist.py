@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""Saving and restoring the Atari frame replay with a checkpoint (agent.checkpoints).
+"""Saving and restoring the Atari frame replay with a checkpoint (its part in agent/run_state.py).
 
 A Breakout-sized `FrameReplayBuffer` (84x84 frames) is filled with random
 frames, then timed through the same functions a checkpoint uses:
 
-    save      write_replay: one .npy per array, streamed from the ring, fsynced
+    save      the replay part's save_state: one .npy per array, streamed from the ring, fsynced
     hash      sha256 of every file, as the manifest records (and a resume checks)
-    restore   read_replay into a fresh buffer (memory-mapped, copied into the ring)
+    restore   load_state into a fresh buffer (memory-mapped, checked, copied into the ring)
 
 Memory: the peak resident set (VmHWM, reset through /proc/self/clear_refs)
 above the resident set before each phase, split into anonymous memory (what
@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import click  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agent.checkpoints import read_replay, sha256_file, write_replay  # noqa: E402
+from agent.checkpoints import sha256_file  # noqa: E402
+from agent.run_state import StateDictPart  # noqa: E402
 from replay import FrameReplayBuffer  # noqa: E402
 
 FRAME = (84, 84)
@@ -100,7 +101,7 @@ def main(capacity: int, base: str | None, as_json: bool) -> None:
     try:
         target = work / "replay"
         tracemalloc.start()
-        save_s, save_peak, save_anon, info = measured(lambda: write_replay(target, buf))
+        save_s, save_peak, save_anon, _ = measured(lambda: StateDictPart(buf, "replay memory").save_state(target))
         traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         files = sorted(target.glob("*.npy"))
@@ -108,7 +109,7 @@ def main(capacity: int, base: str | None, as_json: bool) -> None:
         hash_s, _, _, _ = measured(lambda: [sha256_file(f) for f in files])
         fresh = FrameReplayBuffer(capacity, FRAME, STACK, seed=1)
         fresh.frames[:] = 0  # touch the fresh ring's pages first: only the restore itself is measured
-        restore_s, restore_peak, restore_anon, _ = measured(lambda: read_replay(target, fresh, info))
+        restore_s, restore_peak, restore_anon, _ = measured(lambda: StateDictPart(fresh, "replay memory").load_state(target, "bench"))
         same = all(np.array_equal(getattr(buf, k), getattr(fresh, k)) for k in ("frames", "actions", "rewards", "terminated", "back", "has_next"))
         same = same and (buf.pos, buf.size, buf.num_links, buf.open) == (fresh.pos, fresh.size, fresh.num_links, fresh.open)
     finally:

@@ -117,21 +117,20 @@ def cartpole_rows(buf: ReplayBuffer, steps: int, seed: int = 0, dtype=np.float32
 
 
 def test_uniform_links_survive_a_checkpoint_and_old_ones_are_rebuilt(tmp_path):
-    from agent.checkpoints import read_replay, write_replay
+    from agent.run_state import StateDictPart
 
     buf = ReplayBuffer(150, (4,), np.float32, seed=0, n_steps=3)
     cartpole_rows(buf, 400)  # wraps the ring; short episodes, terminated and truncated
     assert buf.links.sum() > 100 and (~buf.links[: buf.size]).sum() > 5
-    info = write_replay(tmp_path / "r", buf)
+    StateDictPart(buf, "replay memory").save_state(tmp_path / "r")
     same = ReplayBuffer(150, (4,), np.float32, n_steps=3)
-    read_replay(tmp_path / "r", same, info)
+    StateDictPart(same, "replay memory").load_state(tmp_path / "r", "test")
     np.testing.assert_array_equal(same.links, buf.links)
     assert same.open == buf.open
-    # A checkpoint from before rows were linked: no links.npy, no `open`.
-    (tmp_path / "r" / "links.npy").unlink()
-    old = {**info, "arrays": [a for a in info["arrays"] if a != "links"], "scalars": {k: v for k, v in info["scalars"].items() if k != "open"}}
+    # A state from before rows were linked: no links, no `open`; the memory rebuilds them.
+    old = {k: v for k, v in buf.state_dict().items() if k not in ("links", "open")}
     rebuilt = ReplayBuffer(150, (4,), np.float32, n_steps=3)
-    read_replay(tmp_path / "r", rebuilt, old)
+    rebuilt.load_state_dict(old)
     np.testing.assert_array_equal(rebuilt.links, buf.links)
 
 

@@ -18,12 +18,14 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 import train as train_cli
-from agent import checkpoints
-from agent.checkpoints import MANIFEST as MANIFEST_NAME, CheckpointError, list_checkpoints, read_replay, verify, write_replay
+from agent import state_files
+from agent.checkpoints import MANIFEST as MANIFEST_NAME, CheckpointError, CheckpointStore, list_checkpoints, verify
 from agent.errors import UserError
 from agent.presets import resolve_config
+from agent.run_state import LoopState, StateDictPart, checkpoint_parts
 from agent.training import build_agent, make_replay, train
 from envs import make_env, obs_signature
+from envs import snapshot as env_snapshot
 from replay import FrameReplayBuffer, ReplayBuffer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +45,9 @@ def progress_rows(run):
 
 
 def network_tensors(ckpt_dir):
-    reader = tf.train.load_checkpoint(str(ckpt_dir / "networks"))
-    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(str(ckpt_dir / "networks"))
+    prefix = str(ckpt_dir / "agent" / "networks")
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
             if "_CHECKPOINTABLE_OBJECT_GRAPH" not in name}
 
 
@@ -83,8 +86,16 @@ def test_resume_is_bit_exact(straight, resumed):
         np.testing.assert_array_equal(ta[name], tb[name], err_msg=name)
     for npy in sorted((last_a / "replay").glob("*.npy")):
         assert npy.read_bytes() == (last_b / "replay" / npy.name).read_bytes(), npy.name
-    sa, sb = (json.loads((d / "state.json").read_text()) for d in (last_a, last_b))
-    assert sa["rng"] == sb["rng"] and sa["env"]["layers"][-1] == sb["env"]["layers"][-1] and sa["obs"] == sb["obs"]
+    for file in ("agent/state.json", "agent/rng.npy", "rngs/state.json", "rngs/python_state.npy", "rngs/numpy_key.npy", "loop/obs.npy"):
+        assert (last_a / file).read_bytes() == (last_b / file).read_bytes(), file  # update count, every RNG, the observation
+    la, lb = (json.loads((d / "loop" / "state.json").read_text())["values"] for d in (last_a, last_b))
+    for values in (la, lb):  # all but the clocks
+        del values["wall_seconds"], values["eval_seconds"]
+        for evaluation in values["evaluations"]:
+            del evaluation["train_seconds"]
+    assert la == lb
+    ea, eb = (json.loads((d / "env" / "state.json").read_text())["values"]["snapshot"] for d in (last_a, last_b))
+    assert ea["layers"][-1] == eb["layers"][-1]  # the live env (its wrappers above hold wall-clock episode times)
 
 
 def test_resume_drops_logs_written_after_the_checkpoint(straight, tmp_path):
@@ -131,9 +142,9 @@ def test_frame_replay_round_trip(tmp_path):
         end = t % 97 == 96
         buf.add(obs, int(rng.integers(4)), float(rng.normal()), nxt, end and t % 2 == 0, truncated=end and t % 2 == 1)
         obs = np.repeat(rng.integers(0, 256, (84, 84, 1), dtype=np.uint8), 4, axis=-1) if end else nxt
-    info = json.loads(json.dumps(write_replay(tmp_path / "replay", buf)))
+    StateDictPart(buf, "replay memory").save_state(tmp_path / "replay")
     back = FrameReplayBuffer(300, frame_shape=(84, 84), stack=4, seed=99)
-    read_replay(tmp_path / "replay", back, info)
+    StateDictPart(back, "replay memory").load_state(tmp_path / "replay", "test")
     for name in ("frames", "actions", "rewards", "terminated", "back", "has_next", "last_next_obs"):
         np.testing.assert_array_equal(getattr(buf, name), getattr(back, name), err_msg=name)
     assert (buf.pos, buf.size, buf.num_links, buf.open, len(buf)) == (back.pos, back.size, back.num_links, back.open, len(back))
@@ -146,16 +157,16 @@ def test_uniform_replay_round_trip(tmp_path):
     buf = ReplayBuffer(50, (4,), np.float32, seed=3)
     for _ in range(80):
         buf.add(rng.normal(size=4), int(rng.integers(2)), float(rng.normal()), rng.normal(size=4), bool(rng.random() < 0.1))
-    info = write_replay(tmp_path / "replay", buf)
+    StateDictPart(buf, "replay memory").save_state(tmp_path / "replay")
     back = ReplayBuffer(50, (4,), np.float32, seed=7)
-    read_replay(tmp_path / "replay", back, info)
+    StateDictPart(back, "replay memory").load_state(tmp_path / "replay", "test")
     for name in ("obs", "next_obs", "actions", "rewards", "terminated"):
         np.testing.assert_array_equal(getattr(buf, name), getattr(back, name), err_msg=name)
     assert (buf.pos, buf.size) == (back.pos, back.size)
     for x, y in zip(buf.sample(16), back.sample(16)):
         np.testing.assert_array_equal(x, y)
     with pytest.raises(CheckpointError, match="holds float32"):
-        read_replay(tmp_path / "replay", ReplayBuffer(50, (5,), np.float32), info)
+        StateDictPart(ReplayBuffer(50, (5,), np.float32), "replay memory").load_state(tmp_path / "replay", "test")
 
 
 def test_atari_env_state_round_trip():
@@ -167,7 +178,7 @@ def test_atari_env_state_round_trip():
         obs, _, term, trunc, _ = env.step(int(rng.integers(4)))
         if term or trunc:
             obs, _ = env.reset()
-    state, saved_obs = json.loads(json.dumps(checkpoints.capture_env(env))), obs
+    state, saved_obs = json.loads(json.dumps(env_snapshot.capture(env))), obs
     actions = rng.integers(4, size=120)
 
     def play(e, o):
@@ -181,12 +192,12 @@ def test_atari_env_state_round_trip():
 
     expected = play(env, obs)
     other = make_env("Breakout", seed=77, mode="train")
-    checkpoints.restore_env(other, state, "test")
+    env_snapshot.restore(other, state)
     for (o1, r1, t1), (o2, r2, t2) in zip(expected, play(other, saved_obs)):
         np.testing.assert_array_equal(o1, o2)
         assert (r1, t1) == (r2, t2)
-    with pytest.raises(CheckpointError, match="wrappers"):
-        checkpoints.restore_env(make_env("Breakout", seed=0, mode="eval"), state, "test")
+    with pytest.raises(env_snapshot.SnapshotError, match="wrappers"):
+        env_snapshot.restore(make_env("Breakout", seed=0, mode="eval"), state)
 
 
 # ---------------------------------------------------------------- hostile inputs
@@ -214,14 +225,14 @@ def rewrite_manifest(ckpt, **changes):
 
 
 def truncate(ckpt, run):
-    path = ckpt / "networks.data-00000-of-00001"
+    path = ckpt / "agent" / "networks.data-00000-of-00001"
     path.write_bytes(path.read_bytes()[:1000])
 
 
 def flip_byte(ckpt, run):
-    data = bytearray((ckpt / "state.json").read_bytes())
+    data = bytearray((ckpt / "loop" / "state.json").read_bytes())
     data[10] ^= 1
-    (ckpt / "state.json").write_bytes(bytes(data))
+    (ckpt / "loop" / "state.json").write_bytes(bytes(data))
 
 
 def missing_file(ckpt, run):
@@ -248,9 +259,9 @@ def pickled_replay(ckpt, run):
 
 
 def other_network(ckpt, run):
-    state = json.loads((ckpt / "state.json").read_text())
-    state["config"]["hidden_sizes"] = [32]
-    (ckpt / "state.json").write_text(json.dumps(state))
+    state = json.loads((ckpt / "run" / "state.json").read_text())
+    state["values"]["config"]["hidden_sizes"] = [32]
+    (ckpt / "run" / "state.json").write_text(json.dumps(state))
     rewrite_manifest(ckpt)
 
 
@@ -262,8 +273,8 @@ def old_layout(ckpt, run):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (truncate, "is damaged: networks.data-00000-of-00001 has 1,000 bytes"),
-    (flip_byte, "is damaged: state.json does not match its sha256"),
+    (truncate, "is damaged: agent/networks.data-00000-of-00001 has 1,000 bytes"),
+    (flip_byte, "is damaged: loop/state.json does not match its sha256"),
     (missing_file, "is damaged: replay/rewards.npy is missing"),
     (newer_format, "written by a newer version (checkpoint format 99"),
     (unknown_field, "unknown config field 'no_such_field'"),
@@ -300,7 +311,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
     cfg = tiny_cfg(total_steps=1_000, checkpoint_every=400, eval_every=0, jit_compile=False)
-    real, calls = checkpoints._save_npy, []
+    real, calls = state_files.save_npy, []
 
     def failing(path, array):
         calls.append(path)
@@ -308,13 +319,13 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, array)
 
-    monkeypatch.setattr(checkpoints, "_save_npy", failing)
+    monkeypatch.setattr(state_files, "save_npy", failing)
     with pytest.raises(UserError, match=r"cannot write checkpoint step-000000800 .*No space left on device; the previous checkpoint \(step-000000400\) is kept"):
         train(cfg, run, progress=False)
     assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [400]
     assert not list((run / "checkpoints").glob(".tmp-*"))
     verify(run / "checkpoints" / "step-000000400")
-    monkeypatch.setattr(checkpoints, "_save_npy", real)
+    monkeypatch.setattr(state_files, "save_npy", real)
     assert train(cfg, run, progress=False, resume=True).env_steps == 1_000
 
 
@@ -410,7 +421,7 @@ def test_sigkill_sigint_sigterm_then_finish(tmp_path):
     check_run_dir(run)
     # 2. and 3. SIGKILL inside a checkpoint write (the writer pauses between its parts): the networks written but not the
     # state, then everything but the manifest
-    for present, absent in ((("networks.index",), ("state.json",)), (("networks.index", "replay", "state.json"), (MANIFEST_NAME,))):
+    for present, absent in ((("agent/networks.index",), ("loop",)), (("agent/networks.index", "loop/state.json", "replay/state.json"), (MANIFEST_NAME,))):
         proc = launch("--resume", str(run), "--no-progress", delay=0.2)
         freeze_when(lambda: newest(run) > seen[-1] and writing(run, *present, absent=absent)(), proc)
         proc.kill()
@@ -446,8 +457,9 @@ def test_sigkill_sigint_sigterm_then_finish(tmp_path):
     cfg = resolve_config(env_id="CartPole-v1").replace(total_steps=6_000, replay_capacity=10_000, jit_compile=False)
     env = make_env(cfg.env_id, seed=0)
     agent = build_agent(cfg, env)
-    store = checkpoints.Checkpoints(run, cfg, agent, make_replay(cfg, *obs_signature(env)[:2]), env)
-    loop, _ = store.restore_latest()
+    loop = LoopState(obs=np.zeros(*obs_signature(env)[:2]))
+    store = CheckpointStore(run / "checkpoints")
+    store.load(store.latest(), checkpoint_parts(cfg, agent, make_replay(cfg, *obs_signature(env)[:2]), env, loop))
     assert loop.step == 6_000 and agent.num_updates > 0
 
 

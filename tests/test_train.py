@@ -62,11 +62,11 @@ def test_checkpoint_restores_the_networks(tiny_run):
     fresh = build_agent(cfg.replace(seed=99), env)
     ckpt = tf.train.Checkpoint(online=fresh.online, target=fresh.target, optimizer=fresh.optimizer)
     latest = latest_checkpoint(path / "checkpoints")
-    ckpt.read(str(latest / "networks")).assert_existing_objects_matched()
+    ckpt.read(str(latest / "agent" / "networks")).assert_existing_objects_matched()
     saved = run_files.load_model(path)
     for a, b in zip(fresh.online.get_weights(), saved.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert latest.name == "step-000001500" and json.loads((latest / "state.json").read_text())["step"] == 1_500
+    assert latest.name == "step-000001500" and json.loads((latest / "loop" / "state.json").read_text())["values"]["step"] == 1_500
     assert [step for step, _ in list_checkpoints(path / "checkpoints")] == [500, 1_000, 1_500]  # keep=3
 
 
