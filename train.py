@@ -117,7 +117,8 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
             run_dir = Path("runs") / f"{preset_name_for_env(cfg.env_id)}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         path, replaced = run_files.prepare_run_dir(run_dir, force=force)
 
-    from agent.training import TrainingInterrupted, TrainingStopped, train
+    from agent.api import DQN
+    from agent.training import TrainingInterrupted, TrainingStopped
 
     verb = "resuming" if resuming else "training"
     click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} env steps (seed {cfg.seed}) -> {path}")
@@ -127,7 +128,8 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     from replay import ReplayMemoryError
 
     try:
-        result = train(cfg, path, progress=not no_progress, resume=resuming, keep=keep, save_replay=save_replay)
+        with DQN.from_config(cfg, path, resume=resuming, keep=keep, save_replay=save_replay) as model:
+            result = model.learn(max(cfg.total_steps - model.num_env_steps, 0), progress=not no_progress).last_result
     except TrainingStopped as e:
         click.echo(f"error: {e}", err=True)
         return False

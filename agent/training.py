@@ -43,7 +43,7 @@ from agent.signals import StopSignals
 from envs import make_env, obs_signature, reward_threshold
 from replay import FrameReplayBuffer, ReplayBuffer, ReplayMemory
 
-__all__ = ["CSV_FIELDS", "Run", "TrainResult", "TrainingInterrupted", "TrainingStopped", "build_agent", "make_replay",
+__all__ = ["CSV_FIELDS", "Run", "TrainResult", "Trainer", "TrainingInterrupted", "TrainingStopped", "build_agent", "make_replay",
            "replay_targets", "run_loop", "seed_replay_with_demos", "train"]
 
 
@@ -286,38 +286,93 @@ def train(
         UserError: a checkpoint that cannot be resumed from, or written, or a
             run directory that another process holds.
     """
-    run_dir = Path(run_dir)
-    with run_files.locked(run_dir), contextlib.ExitStack() as stack:  # one process per run directory
-        run = _open_run(cfg, run_dir, stack, resume=resume, keep=keep, save_replay=save_replay)
-        signals = stack.enter_context(StopSignals())  # Ctrl-C / SIGTERM: finish this env step, save, exit
-        log = stack.enter_context(ProgressLog(run_dir))
-        bar = _progress_bar(cfg.total_steps, progress, initial=run.state.step)
-        if bar is not None:
-            stack.callback(bar.close)
-        hooks = [Evaluate(), Log(log, bar, run.state.step), SaveCheckpoints(), RecordVideos(), StopWhen(signals, pause_at)]
+    with Trainer(cfg, run_dir, resume=resume, keep=keep, save_replay=save_replay) as trainer:
+        return trainer.train(progress=progress, pause_at=pause_at)
+
+
+class Trainer:
+    """A run held open: the envs, agent, replay and loop state, ready to train on (and on).
+
+    `train()` opens one, trains to `total_steps` and closes it; the Python API
+    (agent/api.py) keeps one open across `learn` calls. The run directory is
+    locked for the trainer's life (one process per run directory), and
+    everything it opened is closed by `close()` on every path.
+
+    Args:
+        env, eval_env: env instances to train and evaluate on instead of
+            building them from `cfg.env_id` (the Python API's own envs).
+        finished_ok: resume a run that finished its `total_steps` (to train
+            on with a larger total); `train.py --resume` refuses it.
+    """
+
+    def __init__(self, cfg: DQNConfig, run_dir: str | Path, *, resume: bool = False, keep: int = 3, save_replay: bool = True,
+                 env: gym.Env | None = None, eval_env: gym.Env | None = None, finished_ok: bool = False):
+        self.stack = contextlib.ExitStack()
         try:
-            why = run_loop(run, hooks)
-            run.save_checkpoint()  # the state training ended in: a resume continues from here
-        except NonFiniteLossError as e:
-            kept = f"the last good checkpoint ({run.store.last_name}) is kept in {run_dir}" if run.store.last_step is not None else "no checkpoint had been saved yet"
-            raise TrainingStopped(f"training stopped at env step {run.state.step}: {e}; {kept}; try a lower learning_rate or max_grad_norm") from None
-        if why == "signal":
-            raise TrainingInterrupted(f"{signals.name} at env step {run.state.step:,}: checkpoint {run.store.last_name} saved in {run_dir}; "
-                                      f"continue with: {command('train')} --resume {run_dir}", signum=signals.signum)
-        if why == "pause":
-            return run.result(final=None)
-        return _finish(run)
+            self.stack.enter_context(run_files.locked(Path(run_dir)))
+            self.run = _open_run(cfg, Path(run_dir), self.stack, resume=resume, keep=keep, save_replay=save_replay, env=env, eval_env=eval_env,
+                                 finished_ok=finished_ok)
+        except BaseException:
+            self.stack.close()
+            raise
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the envs and release the run directory."""
+        self.stack.close()
+
+    def train(self, total_steps: int | None = None, *, progress: bool = False, pause_at: int | None = None,
+              hooks: Sequence[Hook] = ()) -> TrainResult:
+        """Train until env step `total_steps` (default: the config's), then save and evaluate as `train` does.
+
+        Args:
+            hooks: more hooks, called after the built-in ones each env step
+                (a reason they return stops training like a pause does).
+        """
+        run = self.run
+        if total_steps is not None and total_steps != run.cfg.total_steps:
+            run.cfg = run.cfg.replace(total_steps=total_steps)
+            run.parts = checkpoint_parts(run.cfg, run.agent, run.replay, run.env, run.state, with_replay="replay" in run.parts)
+            run_files.save_config(run.run_dir, run.cfg)
+        cfg, run_dir = run.cfg, run.run_dir
+        with contextlib.ExitStack() as stack:
+            signals = stack.enter_context(StopSignals())  # Ctrl-C / SIGTERM: finish this env step, save, exit
+            log = stack.enter_context(ProgressLog(run_dir))
+            bar = _progress_bar(cfg.total_steps, progress, initial=run.state.step)
+            if bar is not None:
+                stack.callback(bar.close)
+            builtin = [Evaluate(), Log(log, bar, run.state.step), SaveCheckpoints(), RecordVideos(), StopWhen(signals, pause_at)]
+            try:
+                why = run_loop(run, [*builtin, *hooks])
+                run.save_checkpoint()  # the state training ended in: a resume continues from here
+            except NonFiniteLossError as e:
+                kept = f"the last good checkpoint ({run.store.last_name}) is kept in {run_dir}" if run.store.last_step is not None else "no checkpoint had been saved yet"
+                raise TrainingStopped(f"training stopped at env step {run.state.step}: {e}; {kept}; try a lower learning_rate or max_grad_norm") from None
+            if why == "signal":
+                raise TrainingInterrupted(f"{signals.name} at env step {run.state.step:,}: checkpoint {run.store.last_name} saved in {run_dir}; "
+                                          f"continue with: {command('train')} --resume {run_dir}", signum=signals.signum)
+            if why in ("end", "solved"):
+                return _finish(run)
+            return run.result(final=None)  # paused, or stopped by a hook: resumable from its checkpoint
 
 
-def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, resume: bool, keep: int, save_replay: bool) -> Run:
+def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, resume: bool, keep: int, save_replay: bool,
+              env: gym.Env | None = None, eval_env: gym.Env | None = None, finished_ok: bool = False) -> Run:
     """Build the envs, agent and replay (closed by `stack`), fresh or restored from the newest checkpoint.
 
     For a resume every check passes before anything on disk changes.
     """
     keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: same seed, same network
-    env = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
+    if env is None:
+        env = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
     stack.callback(env.close)
-    eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
+    if eval_env is None:
+        eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
     stack.callback(eval_env.close)
     obs_shape, obs_dtype, _ = obs_signature(env)
     agent = build_agent(cfg.replace(init_from=None) if resume else cfg, env)  # a resume takes its weights from the checkpoint
@@ -337,7 +392,7 @@ def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, res
             raise CheckpointError(f"{where}: the step counters disagree")
         if state.step > cfg.total_steps:
             raise UserError(f"the checkpoint is at env step {state.step:,}, beyond total_steps={cfg.total_steps:,}; pass --steps {state.step} or more")
-        if state.step == cfg.total_steps and (run_dir / "eval.json").exists():
+        if state.step == cfg.total_steps and (run_dir / "eval.json").exists() and not finished_ok:
             raise UserError(f"{run_dir} finished its {cfg.total_steps:,} env steps; pass --steps N (more than {cfg.total_steps:,}) to train longer")
         if "replay" not in loaded:
             print(f"warning: {where} was saved without its replay memory (--no-save-replay); "
