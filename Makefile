@@ -10,7 +10,7 @@ RUN    ?= runs/cartpole-$(shell date +%Y%m%d-%H%M%S)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,export]'
 	@touch $(STAMP)
 
 # Train CartPole-v1 with the default preset, then record the trained agent.

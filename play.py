@@ -3,6 +3,7 @@
 
     python play.py RUN_DIR                       watch the trained agent of a run
     python play.py RUN_DIR --record out.mp4      ... and record it (HUD burned in)
+    python play.py model.tflite                  a model exported by `python -m agent.export` (.tflite or .onnx), without TensorFlow
     python play.py RUN_DIR --headless --record-dir videos/   one mp4 per episode, no window
     python play.py --env ALE/Breakout-v5 --agent random
     python play.py --env CartPole-v1 --human     arrows; --env Breakout --human: arrows + space
@@ -41,10 +42,17 @@ from agent.errors import cli_errors
 @click.option("--screenshot-dir", type=click.Path(file_okay=False), default=".", show_default=True, help="Where `s` saves PNG screenshots.")
 @cli_errors()
 def main(**options) -> None:
-    """Watch a trained DQN agent (RUN_DIR), a random agent, or play yourself."""
-    import tfquiet
+    """Watch a trained DQN agent (RUN_DIR, or a .tflite/.onnx file from python -m agent.export), a random agent, or play yourself."""
+    from agent.exported import file_format
 
-    tfquiet.setup()
+    run = options["run_dir"]
+    options["model"] = run if run is not None and file_format(run) else None
+    if options["model"] is not None:
+        options["run_dir"] = None  # an exported model: LiteRT or ONNX Runtime plays it, TensorFlow is never imported
+    else:
+        import tfquiet
+
+        tfquiet.setup()
     from agent.viewer import ViewOptions, play
 
     scores, stopped = play(ViewOptions(**options))

@@ -40,6 +40,7 @@ class ViewOptions:
     """
 
     run_dir: str | None = None  # a run directory written by train.py: its env and network
+    model: str | None = None  # or an exported .tflite / .onnx (python -m agent.export), played without TensorFlow
     env_id: str | None = None  # or an env id (or alias such as Breakout) without a run
     agent: str | None = None  # "dqn" (the run's network) or "random"; None: dqn with run_dir
     best: bool = False  # play the run's best evaluated network (best_model.keras)
@@ -58,11 +59,17 @@ class ViewOptions:
     screenshot_dir: str = "."  # where `s` saves PNG screenshots
 
     def __post_init__(self) -> None:
+        if self.model is not None:
+            others = (("RUN_DIR", self.run_dir), ("--pretrained", getattr(self, "pretrained", None)), ("--env", self.env_id),
+                      ("--best", self.best), ("--human", self.human), ("--agent", self.agent))
+            extra = next((flag for flag, value in others if value), None)
+            if extra:
+                raise UserError(f"an exported model plays on its own (its .json file names the env); drop {extra}")
         if self.run_dir is not None and self.env_id is not None:
             raise UserError("pass either RUN_DIR (the env comes from its config) or --env, not both")
         if self.human and self.agent is not None:
             raise UserError("--human and --agent exclude each other: either you play or an agent does")
-        if self.run_dir is None:
+        if self.run_dir is None and self.model is None:
             if self.env_id is None:
                 raise UserError("nothing to play: pass a RUN_DIR written by train.py, or --env ID with --agent random or --human")
             if not self.human and self.agent != "random":
@@ -136,6 +143,35 @@ def load_agent(run_dir: str, env, which: str = "final"):
             f"but the env gives observations {obs_shape} and has {n} actions; the run directory is damaged"
         )
     return keras_q_fn(model)
+
+
+def exported_runtime(model_path: str) -> str:
+    """The format of an exported model file ("tflite" or "onnx"), once its runtime is known to be installed.
+
+    Raises:
+        UserError: for another kind of file, or a runtime that is not installed.
+    """
+    from agent.exported import file_format, runtime_missing
+
+    fmt = file_format(model_path)
+    if fmt is None:
+        raise UserError(f"{model_path!r} is neither a .tflite nor a .onnx file; export one with python -m agent.export RUN --format tflite")
+    reason = runtime_missing(fmt)
+    if reason:
+        raise UserError(reason)
+    return fmt
+
+
+def load_exported(model_path: str, meta: dict, env):
+    """An exported model (agent/exported.py) as a `q_fn` run by LiteRT or ONNX Runtime; TensorFlow is not imported.
+
+    Raises:
+        UserError: for an unreadable file, or metadata that does not fit the env it names.
+    """
+    from agent.exported import check_against_env, load_q_fn
+
+    check_against_env(meta, env, model_path)
+    return load_q_fn(model_path, exported_runtime(model_path))
 
 
 # --------------------------------------------------------------------------- recording
@@ -228,6 +264,12 @@ def play(options: ViewOptions, on_view: Callable | None = None) -> tuple[list[fl
 
         run_config = load_config(o.run_dir)
         env_id, pixels, pixel_view = run_config.env_id, run_config.pixels, run_config.pixel_view
+    elif o.model is not None:
+        from agent.exported import read_metadata
+
+        model_meta = read_metadata(o.model)
+        env_id, pixels, pixel_view = model_meta["env_id"], bool(model_meta.get("pixels")), model_meta.get("pixel_view", "full")
+        exported_runtime(o.model)  # a missing runtime is said before the env and the window start
     env_id = resolve_env_id(env_id)
     check_display(o.headless)
     fps = o.fps or default_fps(env_id, o.human)
@@ -260,7 +302,8 @@ def play(options: ViewOptions, on_view: Callable | None = None) -> tuple[list[fl
             policy = RandomPolicy(num_actions, o.seed)
         else:
             eps = default_epsilon(env_id) if o.epsilon is None else o.epsilon
-            policy = QPolicy(load_agent(o.run_dir, env, "best" if o.best else "final"), num_actions, eps, o.seed)
+            q_fn = load_exported(o.model, model_meta, env) if o.model is not None else load_agent(o.run_dir, env, "best" if o.best else "final")
+            policy = QPolicy(q_fn, num_actions, eps, o.seed)
         demos = DemoRecorder(env_id) if o.save_demos is not None else None
         runner = EpisodeRunner(env, policy, episodes=o.episodes, seed=o.seed, max_steps=o.max_steps, demos=demos)
         session = Session(o, runner, policy, names, recordings, f"{env_id} - {o.player}", slug, fps, on_view)
