@@ -32,3 +32,16 @@ def test_write_bytes_creates_a_new_file(tmp_path):
     atomic_write_bytes(tmp_path / "meta.json", b"{}\n")
     assert (tmp_path / "meta.json").read_bytes() == b"{}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json"]
+
+
+def test_a_written_file_gets_the_mode_a_plain_open_gives(tmp_path):
+    """mkstemp makes its file 0600; a model or export copied to another user or device must not stay private."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "model.bin", b"x")
+        (tmp_path / "plain.bin").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.bin").stat().st_mode & 0o777 == (tmp_path / "plain.bin").stat().st_mode & 0o777 == 0o644
