@@ -2,6 +2,7 @@
 """Watch an agent play in a pygame window, record videos, or play yourself.
 
     python play.py RUN_DIR                       watch the trained agent of a run
+    python play.py --pretrained cartpole         watch a shipped trained agent, no training needed
     python play.py RUN_DIR --record out.mp4      ... and record it (HUD burned in)
     python play.py model.tflite                  a model exported by `python -m agent.export` (.tflite or .onnx), without TensorFlow
     python play.py RUN_DIR --headless --record-dir videos/   one mp4 per episode, no window
@@ -20,10 +21,12 @@ from __future__ import annotations
 import click
 
 from agent.errors import cli_errors
+from agent.pretrained import available
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run_dir", required=False, type=click.Path())
+@click.option("--pretrained", default=None, metavar="NAME", help=f"Watch an agent that ships with tfdqn instead of a RUN_DIR: {', '.join(available())}.")
 @click.option("--env", "env_id", default=None, help="Env id (or alias such as Breakout) to play without a run directory.")
 @click.option("--agent", type=click.Choice(["dqn", "random"]), default=None, help="Who plays: the run's network (dqn) or random actions.  [default: dqn with RUN_DIR]")
 @click.option("--best", is_flag=True, help="Play the run's best evaluated network (best_model.keras) instead of its final one.")

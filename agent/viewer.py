@@ -41,6 +41,7 @@ class ViewOptions:
 
     run_dir: str | None = None  # a run directory written by train.py: its env and network
     model: str | None = None  # or an exported .tflite / .onnx (python -m agent.export), played without TensorFlow
+    pretrained: str | None = None  # or a shipped agent (agent/pretrained/NAME): its run directory becomes run_dir
     env_id: str | None = None  # or an env id (or alias such as Breakout) without a run
     agent: str | None = None  # "dqn" (the run's network) or "random"; None: dqn with run_dir
     best: bool = False  # play the run's best evaluated network (best_model.keras)
@@ -65,13 +66,23 @@ class ViewOptions:
             extra = next((flag for flag, value in others if value), None)
             if extra:
                 raise UserError(f"an exported model plays on its own (its .json file names the env); drop {extra}")
+        if self.pretrained is not None:
+            if self.run_dir is not None:
+                raise UserError("pass either RUN_DIR or --pretrained NAME, not both")
+            if self.env_id is not None:
+                raise UserError("--pretrained NAME brings its own env; drop --env")
+            if self.best:
+                raise UserError("--best needs a RUN_DIR: a pretrained agent ships its final network only")
+            from agent.pretrained import pretrained_dir
+
+            object.__setattr__(self, "run_dir", str(pretrained_dir(self.pretrained)))  # frozen: set once, here
         if self.run_dir is not None and self.env_id is not None:
             raise UserError("pass either RUN_DIR (the env comes from its config) or --env, not both")
         if self.human and self.agent is not None:
             raise UserError("--human and --agent exclude each other: either you play or an agent does")
         if self.run_dir is None and self.model is None:
             if self.env_id is None:
-                raise UserError("nothing to play: pass a RUN_DIR written by train.py, or --env ID with --agent random or --human")
+                raise UserError("nothing to play: pass a RUN_DIR written by train.py, --pretrained NAME, or --env ID with --agent random or --human")
             if not self.human and self.agent != "random":
                 raise UserError("watching a trained agent needs its RUN_DIR; with --env, pass --agent random or --human")
         if self.human and self.headless:
