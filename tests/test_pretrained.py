@@ -15,7 +15,7 @@ from agent.pretrained import HERE, available, pretrained_dir
 
 
 def test_cartpole_ships_as_a_small_run_directory():
-    assert available() == ["cartpole"]
+    assert "cartpole" in available()
     path = pretrained_dir("cartpole")
     assert path == HERE / "cartpole"
     assert {p.name for p in path.iterdir()} >= {"config.toml", "meta.json", "model.keras", "README.md"}
@@ -94,7 +94,7 @@ def one_error_line(*args: str) -> str:
 
 def test_unknown_name_lists_the_shipped_agents():
     line = one_error_line("--pretrained", "pong", "--headless")
-    assert "'pong'" in line and "available: cartpole" in line
+    assert "'pong'" in line and "available: " in line and "cartpole" in line.split("available: ")[1]
 
 
 @pytest.mark.parametrize("args, words", [
