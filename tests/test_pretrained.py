@@ -22,41 +22,11 @@ def test_cartpole_ships_as_a_small_run_directory():
     assert (path / "model.keras").stat().st_size < 100_000, "small enough to live in the repository"
 
 
-def numpy_q_fn(model):
-    """The Q-network's forward pass in numpy, layer by layer (a `tf.function` call per step takes 2 ms here; this 20 us)."""
-    import numpy as np
-
-    steps = []
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind in ("InputLayer", "Flatten"):
-            continue
-        if kind == "Dense":
-            assert layer.activation.__name__ == "linear", layer.name
-            kernel, bias = layer.get_weights()
-            steps.append(lambda x, k=kernel, b=bias: x @ k + b)
-        elif kind == "LayerNormalization":
-            assert tuple(layer.axis) == (-1,) and layer.center and layer.scale and not layer.rms_scaling, layer.name
-            gamma, beta = layer.get_weights()
-            steps.append(lambda x, g=gamma, b=beta, eps=layer.epsilon: (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps) * g + b)
-        elif kind == "Activation" and layer.activation.__name__ == "relu":
-            steps.append(lambda x: np.maximum(x, 0.0))
-        else:
-            raise AssertionError(f"numpy_q_fn does not know layer {layer.name} ({kind})")
-
-    def q_fn(obs_batch):
-        x = np.asarray(obs_batch, np.float32).reshape(len(obs_batch), -1)
-        for step in steps:
-            x = step(x)
-        return x
-
-    return q_fn
-
-
 def test_pretrained_cartpole_plays_500_on_ten_greedy_episodes():
     import numpy as np
 
     from agent.episodes import EpisodeRunner
+    from agent.networks import NumpyMLPPolicy
     from agent.policies import QPolicy
     from agent.run_dir import load_config, load_model
     from envs import make_env
@@ -65,15 +35,17 @@ def test_pretrained_cartpole_plays_500_on_ten_greedy_episodes():
     cfg = load_config(path)
     model = load_model(path)  # Keras safe mode, as play.py loads it
     env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval")
-    runner = EpisodeRunner(env, QPolicy(numpy_q_fn(model), 2, epsilon=0.0), episodes=10, seed=cfg.seed + 20_000, render=False)
+    assert NumpyMLPPolicy.supports(model)  # the numpy forward pass DQNAgent acts with (a TF call per step costs ~2 ms here)
+    numpy_policy = NumpyMLPPolicy(model)
+    runner = EpisodeRunner(env, QPolicy(numpy_policy.q_values, 2, epsilon=0.0), episodes=10, seed=cfg.seed + 20_000, render=False)
     seen = [view.obs for view in runner]
     env.close()
     assert runner.scores == [500.0] * 10
     # the numpy pass is the Keras model: same Q-values on every state played
     obs = np.stack(seen)
     expected = model(obs, training=False).numpy()
-    np.testing.assert_allclose(numpy_q_fn(model)(obs), expected, rtol=1e-4, atol=1e-3)
-    assert (numpy_q_fn(model)(obs).argmax(1) == expected.argmax(1)).all()
+    np.testing.assert_allclose(numpy_policy.q_values(obs), expected, rtol=1e-4, atol=1e-3)
+    assert (numpy_policy.q_values(obs).argmax(1) == expected.argmax(1)).all()
 
 
 def test_play_pretrained_cartpole_headless(monkeypatch):
