@@ -21,6 +21,15 @@ count transitions.
 
 A slot is sampleable when it has a next frame and none of the frames its two
 stacks use has been overwritten by the ring's write position.
+
+With `prioritized=True` the sum tree holds a positive priority exactly on the
+sampleable slots (`_valid`), so prioritized draws skip the same slots as the
+uniform rejection sampling: a slot enters the tree at the largest priority
+seen so far when its next frame is written, leaves it when it is overwritten,
+and, once the ring is full, leaves it when the write position comes within
+`back[i]` slots of it (its stack would reach into overwritten frames). The
+newest slot of an unfinished episode and the last slot of every episode (no
+next frame) never enter it.
 """
 
 from __future__ import annotations
@@ -30,12 +39,13 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-from replay.base import Batch, ReplayMemoryError, check_fits_in_memory, rng_from_words, rng_to_words
+from replay.base import Batch, PrioritizedSampling, Priorities, ReplayMemoryError, check_fits_in_memory, rng_from_words, rng_to_words
 from replay.nstep import n_step_returns
 
 
-class FrameReplayBuffer:
-    """Uniform replay over a ring of single frames (Mnih et al. 2015; Dopamine's layout).
+class FrameReplayBuffer(PrioritizedSampling):
+    """Replay over a ring of single frames (Mnih et al. 2015; Dopamine's layout), uniform or prioritized
+    (Schaul et al. 2016).
 
     Args:
         capacity: frames kept (one per env step, plus one per episode end).
@@ -44,6 +54,8 @@ class FrameReplayBuffer:
         seed: seed of the sampling RNG.
         n_steps: steps summed into each sampled return (1 = one-step Q-learning).
         gamma: discount per env step used for the sums and `Batch.discounts`.
+        prioritized: keep priorities for `sample_prioritized` (`sample`/`sample_many` stay uniform).
+        priority_alpha, priority_eps: the priority exponent and the constant added to |TD error| (`Priorities`).
 
     Raises:
         ReplayMemoryError: for a capacity below `stack + 1` or one whose
@@ -61,6 +73,9 @@ class FrameReplayBuffer:
         *,
         n_steps: int = 1,
         gamma: float = 0.99,
+        prioritized: bool = False,
+        priority_alpha: float = 0.6,
+        priority_eps: float = 1e-6,
     ) -> None:
         if n_steps < 1:
             raise ReplayMemoryError(f"n_steps must be >= 1, got {n_steps}")
@@ -73,7 +88,8 @@ class FrameReplayBuffer:
         self.capacity = int(capacity)
         self.frame_shape = tuple(int(d) for d in frame_shape)
         self.stack = int(stack)
-        check_fits_in_memory(self.expected_nbytes(capacity, frame_shape, stack), "The frame replay buffer")
+        check_fits_in_memory(self.expected_nbytes(capacity, frame_shape, stack, prioritized=prioritized), "The frame replay buffer")
+        self.priorities = Priorities(self.capacity, priority_alpha, priority_eps) if prioritized else None
         self.frames = np.zeros((self.capacity, *self.frame_shape), dtype=np.uint8)
         self.actions = np.zeros(self.capacity, dtype=np.int32)
         self.rewards = np.zeros(self.capacity, dtype=np.float32)
@@ -91,17 +107,20 @@ class FrameReplayBuffer:
     # ------------------------------------------------------------ layout
 
     @staticmethod
-    def expected_nbytes(capacity: int, frame_shape: tuple[int, int] = (84, 84), stack: int = 4) -> int:
+    def expected_nbytes(capacity: int, frame_shape: tuple[int, int] = (84, 84), stack: int = 4, *, prioritized: bool = False) -> int:
         """Bytes of all arrays: per slot a frame, an int32 action, a float32 reward and 3 one-byte
-        flags; once, the last `next_obs`."""
+        flags; once, the last `next_obs`; with priorities, the sum tree (16 bytes per slot, rounded
+        up to a power of two slots)."""
         frame = int(np.prod(frame_shape))
-        return int(capacity) * (frame + 4 + 4 + 1 + 1 + 1) + frame * stack
+        tree = Priorities.expected_nbytes(capacity) if prioritized else 0
+        return int(capacity) * (frame + 4 + 4 + 1 + 1 + 1) + frame * stack + tree
 
     @property
     def nbytes(self) -> int:
         """Exact bytes held by the stored arrays."""
         arrays = (self.frames, self.actions, self.rewards, self.terminated, self.back, self.has_next, self.last_next_obs)
-        return sum(a.nbytes for a in arrays)
+        tree = self.priorities.nbytes if self.priorities is not None else 0
+        return sum(a.nbytes for a in arrays) + tree
 
     def __len__(self) -> int:
         """Transitions that can be sampled now."""
@@ -130,6 +149,19 @@ class FrameReplayBuffer:
             self.num_links += 1
         self.pos = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+        if self.priorities is not None:
+            self._track_priorities(i, prev if link else None)
+
+    def _track_priorities(self, written: int, linked: int | None) -> None:
+        """Keep the tree's positive leaves on exactly the `_valid` slots after a write at `written`."""
+        self.priorities.remove(written)  # overwritten: no next frame yet
+        if linked is not None:
+            self.priorities.add(linked)  # a complete transition (its stack is the newest, so it is whole)
+        if self.size == self.capacity:
+            for ahead in range(self.stack - 1):  # the slot `ahead` places past the oldest can reach back that far only
+                slot = (self.pos + ahead) % self.capacity
+                if self.back[slot] > ahead:
+                    self.priorities.remove(slot)
 
     def _continues(self, obs: np.ndarray) -> bool:
         """Whether `obs` is exactly the newest stored state, so this step extends its episode."""
@@ -234,6 +266,10 @@ class FrameReplayBuffer:
         """Draw `num_batches` batches at once, stacked on a leading axis `(K, B, ...)`."""
         return self._gather(self.sample_indices(num_batches * batch_size).reshape(num_batches, batch_size))
 
+    def _sampleable(self) -> np.ndarray:
+        """Per slot, whether it can be sampled (`_valid`)."""
+        return self._valid(np.arange(self.capacity))
+
     def _gather(self, idx: np.ndarray) -> Batch:
         returns, discounts, ended, last = n_step_returns(
             idx, self.n_steps, self.gamma, self.rewards, self.terminated,
@@ -276,7 +312,7 @@ class FrameReplayBuffer:
 
     def state_dict(self) -> dict[str, np.ndarray | int]:
         """Everything needed to resume, as numpy arrays and ints (`np.savez` needs no pickle)."""
-        return {
+        state = {
             "capacity": self.capacity,
             "stack": self.stack,
             "frame_shape": np.asarray(self.frame_shape, dtype=np.int64),
@@ -292,6 +328,9 @@ class FrameReplayBuffer:
             "open": int(self.open),
             "rng": rng_to_words(self.rng),
         }
+        if self.priorities is not None:
+            state.update(self.priorities.state_dict())
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from `state_dict()` (or the arrays `np.load` gives back for it).
@@ -315,3 +354,5 @@ class FrameReplayBuffer:
         if self.size:  # rebuilt from the ring rather than saved twice
             self.last_next_obs[...] = self._stacks(np.array([(self.pos - 1) % self.capacity]))[0]
         self.rng = rng_from_words(np.asarray(state["rng"]))
+        if self.priorities is not None:
+            self.priorities.load_state_dict(state, self._sampleable())

@@ -1,10 +1,11 @@
-"""A preallocated numpy ring buffer of transitions, sampled uniformly.
+"""A preallocated numpy ring buffer of transitions, sampled uniformly or by priority.
 
 The layout follows Stable-Baselines3's `ReplayBuffer`: one array per field,
 allocated once, written at `pos`, wrapping when full. Each row stores the
 transition's own `next_obs` (the real final observation of a truncated
 episode included), so a time limit never leaks a reset observation into a
-bootstrap target.
+bootstrap target. Every stored row can be sampled; with `prioritized=True`
+each row written enters the sum tree at the largest priority seen so far.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from replay.base import Batch, ReplayMemoryError, check_fits_in_memory, rng_from_words, rng_to_words
+from replay.base import Batch, PrioritizedSampling, Priorities, ReplayMemoryError, check_fits_in_memory, rng_from_words, rng_to_words
 from replay.nstep import n_step_returns
 
 
-class ReplayBuffer:
-    """Uniform replay over a fixed-capacity ring of transitions.
+class ReplayBuffer(PrioritizedSampling):
+    """Replay over a fixed-capacity ring of transitions, uniform or prioritized (Schaul et al. 2016).
 
     Args:
         capacity: number of transitions kept (the oldest are overwritten).
@@ -27,6 +28,8 @@ class ReplayBuffer:
         seed: seed of the sampling RNG.
         n_steps: steps summed into each sampled return (1 = one-step Q-learning).
         gamma: discount per env step used for the sums and `Batch.discounts`.
+        prioritized: keep priorities for `sample_prioritized` (`sample`/`sample_many` stay uniform).
+        priority_alpha, priority_eps: the priority exponent and the constant added to |TD error| (`Priorities`).
     """
 
     kind: ClassVar[str] = "uniform"
@@ -40,6 +43,9 @@ class ReplayBuffer:
         *,
         n_steps: int = 1,
         gamma: float = 0.99,
+        prioritized: bool = False,
+        priority_alpha: float = 0.6,
+        priority_eps: float = 1e-6,
     ) -> None:
         if capacity < 1:
             raise ReplayMemoryError(f"replay capacity must be >= 1, got {capacity}")
@@ -50,7 +56,8 @@ class ReplayBuffer:
         self.capacity = int(capacity)
         self.obs_shape = tuple(obs_shape)
         self.obs_dtype = np.dtype(obs_dtype)
-        check_fits_in_memory(self.expected_nbytes(capacity, obs_shape, obs_dtype), "The replay buffer")
+        check_fits_in_memory(self.expected_nbytes(capacity, obs_shape, obs_dtype, prioritized=prioritized), "The replay buffer")
+        self.priorities = Priorities(capacity, priority_alpha, priority_eps) if prioritized else None
         self.obs = np.zeros((capacity, *obs_shape), dtype=self.obs_dtype)
         self.next_obs = np.zeros((capacity, *obs_shape), dtype=self.obs_dtype)
         self.actions = np.zeros(capacity, dtype=np.int32)
@@ -63,10 +70,11 @@ class ReplayBuffer:
         self.rng = np.random.default_rng(seed)
 
     @staticmethod
-    def expected_nbytes(capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype | type) -> int:
+    def expected_nbytes(capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype | type, *, prioritized: bool = False) -> int:
         """Bytes the buffer's arrays take, computed before allocating them."""
         obs_bytes = int(np.prod(obs_shape)) * np.dtype(obs_dtype).itemsize
-        return capacity * (2 * obs_bytes + 4 + 4 + 4 + 1)
+        tree = Priorities.expected_nbytes(capacity) if prioritized else 0
+        return capacity * (2 * obs_bytes + 4 + 4 + 4 + 1) + tree
 
     def __len__(self) -> int:
         return self.size
@@ -74,7 +82,8 @@ class ReplayBuffer:
     @property
     def nbytes(self) -> int:
         """Exact bytes held by the stored arrays."""
-        return sum(a.nbytes for a in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated, self.links))
+        tree = self.priorities.nbytes if self.priorities is not None else 0
+        return sum(a.nbytes for a in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated, self.links)) + tree
 
     def add(self, obs, action: int, reward: float, next_obs, terminated: bool, *, truncated: bool = False) -> None:
         """Store one transition. `terminated` must not include truncation.
@@ -92,6 +101,8 @@ class ReplayBuffer:
         self.rewards[i] = reward
         self.terminated[i] = float(terminated)
         self.links[i] = False
+        if self.priorities is not None:
+            self.priorities.add(i)
         self.open = not (terminated or truncated)
         self.pos = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
@@ -110,6 +121,8 @@ class ReplayBuffer:
         self.rewards[idx] = rewards
         self.terminated[idx] = terminated
         self.links[idx] = False
+        if self.priorities is not None:
+            self.priorities.add(idx)
         self.open = False
         self.pos = int((self.pos + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
@@ -132,6 +145,10 @@ class ReplayBuffer:
         idx = self.sample_indices(num_batches * batch_size).reshape(num_batches, batch_size)
         return self._gather(idx)
 
+    def _sampleable(self) -> np.ndarray:
+        """Per row, whether it can be sampled: every row written so far."""
+        return np.arange(self.capacity) < self.size
+
     def _gather(self, idx: np.ndarray) -> Batch:
         returns, discounts, ended, last = n_step_returns(
             idx, self.n_steps, self.gamma, self.rewards, self.terminated, lambda s: self.links[s], self.capacity
@@ -149,7 +166,7 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, np.ndarray | int | str]:
         """Everything needed to resume, as numpy arrays, ints and strings (saved without pickle)."""
-        return {
+        state = {
             "capacity": self.capacity,
             "obs_shape": np.asarray(self.obs_shape, dtype=np.int64),
             "obs_dtype": self.obs_dtype.str,
@@ -164,6 +181,9 @@ class ReplayBuffer:
             "open": int(self.open),
             "rng": rng_to_words(self.rng),
         }
+        if self.priorities is not None:
+            state.update(self.priorities.state_dict())
+        return state
 
     # Fields that checkpoints written before n-step returns lack; load_state_dict rebuilds them.
     REBUILT_IF_MISSING = ("links", "open")
@@ -198,3 +218,5 @@ class ReplayBuffer:
             self.links[rows] = same & (self.terminated[rows] == 0)
         self.open = bool(int(state.get("open", 0)))
         self.rng = rng_from_words(np.asarray(state["rng"]))
+        if self.priorities is not None:
+            self.priorities.load_state_dict(state, self._sampleable())
