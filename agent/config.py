@@ -66,6 +66,10 @@ class DQNConfig:
     learning_starts: int = 1_000  # env steps of pure exploration before the first update
     train_freq: int = 1  # env steps between learner calls
     gradient_steps: int = 1  # updates per learner call (replay ratio = gradient_steps / train_freq)
+    prioritized: bool = False  # prioritized replay (Schaul et al. 2016): draw transitions in proportion to their |TD error|
+    priority_alpha: float = 0.6  # priority exponent, P(i) ~ p_i^alpha (dimensionless; 0 = uniform, the paper's 0.6)
+    priority_beta_start: float = 0.4  # importance-sampling exponent at env step 0, linear to 1 at total_steps (env steps)
+    priority_eps: float = 1e-6  # added to |TD error| (in reward units) so no transition's priority is 0
 
     # --- exploration ---
     epsilon_schedule: str = "linear_steps"  # "linear_steps" or "linear_episodes" (the chapter's)
@@ -243,7 +247,8 @@ def validate(cfg: DQNConfig) -> DQNConfig:
         if not ok:
             raise UserError(f"invalid config: {message}")
 
-    for name in ("learning_rate", "target_tau", "gamma", "epsilon_start", "epsilon_end", "eval_epsilon", "max_grad_norm", "adam_epsilon"):
+    for name in ("learning_rate", "target_tau", "gamma", "epsilon_start", "epsilon_end", "eval_epsilon", "max_grad_norm", "adam_epsilon",
+                 "priority_alpha", "priority_beta_start", "priority_eps"):
         value = getattr(cfg, name)
         need(math.isfinite(value), f"{name} must be a finite number, got {value}")
     need(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")
@@ -265,6 +270,9 @@ def validate(cfg: DQNConfig) -> DQNConfig:
     need(cfg.learning_starts >= 0, f"learning_starts must be >= 0, got {cfg.learning_starts}")
     need(cfg.train_freq >= 1, f"train_freq must be >= 1 env step, got {cfg.train_freq}")
     need(cfg.gradient_steps >= 1, f"gradient_steps must be >= 1, got {cfg.gradient_steps}")
+    need(0.0 <= cfg.priority_alpha <= 1.0, f"priority_alpha must be in [0, 1], got {cfg.priority_alpha}")
+    need(0.0 <= cfg.priority_beta_start <= 1.0, f"priority_beta_start must be in [0, 1], got {cfg.priority_beta_start}")
+    need(cfg.priority_eps > 0, f"priority_eps must be > 0, got {cfg.priority_eps}")
     need(cfg.target_update_period >= 0, f"target_update_period must be >= 0 env steps, got {cfg.target_update_period}")
     need(cfg.max_grad_norm >= 0, f"max_grad_norm must be >= 0 (0 disables clipping), got {cfg.max_grad_norm}")
     for name in ("epsilon_start", "epsilon_end", "eval_epsilon"):

@@ -5,7 +5,10 @@ hard syncs, the Huber loss, and gradient clipping (here by global norm). Double
 DQN (van Hasselt et al. 2016) picks the next action with the online network and
 evaluates it with the target network. Several updates run inside one
 `tf.function` call (`gradient_steps`), so Python and dispatch overhead is paid
-once per learner call instead of once per update.
+once per learner call instead of once per update. With prioritized replay
+(Schaul et al. 2016) `update_prioritized` weights each sample's loss by its
+importance-sampling weight and hands back each sample's |TD error|, still in
+one compiled call.
 """
 
 from __future__ import annotations
@@ -169,16 +172,44 @@ class DQNAgent:
             NonFiniteLossError: if a loss or gradient norm is NaN or infinite;
                 that update and the ones after it in the call are not applied.
         """
+        return self._update(batch, None)[0]
+
+    def update_prioritized(self, batch: Batch, weights: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+        """`update` with each sample's loss weighted by its importance-sampling weight (Schaul et al. 2016).
+
+        The loss of a step is `mean(weights * huber(delta))` (or squared
+        delta with `loss="mse"`).
+
+        Args:
+            weights: float32, the shape of `batch.actions` (`PrioritizedBatch.weights`).
+
+        Returns:
+            `update`'s metrics, and float32 |delta| per sample, the shape of
+            `batch.actions`: the TD errors each step computed before applying
+            its gradient, for `update_priorities`.
+
+        Raises:
+            NonFiniteLossError: as `update`.
+        """
+        if np.shape(weights) != np.shape(batch.actions):
+            raise ValueError(f"weights of shape {np.shape(weights)} for actions of shape {np.shape(batch.actions)}")
+        metrics, td_errors = self._update(batch, np.asarray(weights, np.float32))
+        return metrics, td_errors.reshape(np.shape(batch.actions))
+
+    def _update(self, batch: Batch, weights: np.ndarray | None) -> tuple[dict[str, float], np.ndarray]:
         if batch.discounts is None:  # a one-step batch made by hand
             batch = batch._replace(discounts=(self.cfg.gamma * (1.0 - np.asarray(batch.terminated, np.float32))).astype(np.float32))
         if np.ndim(batch.actions) == 1:
             batch = Batch(*(np.expand_dims(x, 0) for x in batch))
-        loss, q_mean, grad_norm, applied, bad_loss, bad_grad_norm = self._update_fn(
+            weights = None if weights is None else weights[None]
+        # Without weights the traced graph is the one of plain DQN (the weighted loss is a separate trace).
+        loss, q_mean, grad_norm, applied, bad_loss, bad_grad_norm, td_errors = self._update_fn(
             tf.convert_to_tensor(batch.obs),
             tf.convert_to_tensor(batch.actions, dtype=tf.int32),
             tf.convert_to_tensor(batch.rewards, dtype=tf.float32),
             tf.convert_to_tensor(batch.next_obs),
             tf.convert_to_tensor(batch.discounts, dtype=tf.float32),
+            None if weights is None else tf.convert_to_tensor(weights, dtype=tf.float32),
         )
         applied = int(applied)
         self.num_updates += applied
@@ -188,7 +219,7 @@ class DQNAgent:
             what = f"loss became {bad_loss}" if not np.isfinite(bad_loss) else f"gradient norm became {bad_grad_norm}"
             raise NonFiniteLossError(f"{what} at update {self.num_updates + 1} (not applied: the weights are those of the update before)")
         loss = float(loss)
-        return {"loss": loss, "q_mean": float(q_mean), "grad_norm": float(grad_norm)}
+        return {"loss": loss, "q_mean": float(q_mean), "grad_norm": float(grad_norm)}, td_errors.numpy()
 
     def td_targets(self, rewards, next_obs, discounts):
         """y = r + discount * Q_target(s', a'), a' by the online net if Double DQN.
@@ -205,19 +236,23 @@ class DQNAgent:
         next_q = tf.gather(next_q_target, next_actions, axis=1, batch_dims=1)
         return tf.stop_gradient(rewards + discounts * next_q)
 
-    def _train_step(self, obs, actions, rewards, next_obs, discounts):
+    def _train_step(self, obs, actions, rewards, next_obs, discounts, weights=None):
+        """One gradient step; `weights` (None: all 1) scale each sample's loss. Returns the loss, mean Q(s, a),
+        the gradient norm, whether the step was applied, and |delta| per sample."""
         targets = self.td_targets(rewards, next_obs, discounts)
         variables = self.online.trainable_variables
         with tf.GradientTape() as tape:
             q = tf.cast(self.online(obs, training=True), tf.float32)
             q_taken = tf.gather(q, actions, axis=1, batch_dims=1)
             error = targets - q_taken
+            abs_error = tf.abs(error)
             if self.cfg.loss == "huber":
-                abs_error = tf.abs(error)
                 quadratic = tf.minimum(abs_error, 1.0)
-                loss = tf.reduce_mean(0.5 * quadratic**2 + (abs_error - quadratic))
+                per_sample = 0.5 * quadratic**2 + (abs_error - quadratic)
             else:
-                loss = tf.reduce_mean(error**2)
+                per_sample = error**2
+            # Importance sampling (Schaul et al. 2016): mean(w * loss_i); no weights keeps plain DQN's graph.
+            loss = tf.reduce_mean(per_sample if weights is None else weights * per_sample)
         grads = tape.gradient(loss, variables)
         grad_norm = tf.linalg.global_norm(grads)
         # A NaN/Inf loss or gradient is never applied: the weights stay as they were, finite,
@@ -231,25 +266,32 @@ class DQNAgent:
             return tf.constant(True)
 
         tf.cond(finite, apply, lambda: tf.constant(False))
-        return loss, tf.reduce_mean(q_taken), grad_norm, finite
+        return loss, tf.reduce_mean(q_taken), grad_norm, finite, abs_error
 
-    def _update_many(self, obs, actions, rewards, next_obs, discounts):
+    def _update_many(self, obs, actions, rewards, next_obs, discounts, weights=None):
         """Up to K updates; stops at the first non-finite one, which is not applied.
 
+        `weights` (K, B), or None for plain DQN, scale each sample's loss.
+
         Returns the mean loss, Q(s, a) and gradient norm over the updates
-        applied, the number applied, and the loss and gradient norm of the
-        refused update (0 when none was refused).
+        applied, the number applied, the loss and gradient norm of the
+        refused update (0 when none was refused), and |delta| (K, B) of each
+        applied update's samples when weighted (zeros otherwise).
         """
         steps = tf.shape(actions)[0]
         totals = (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0))
         applied = tf.constant(0)
         bad = (tf.constant(0.0), tf.constant(0.0))
+        td_errors = tf.zeros_like(rewards)
         for i in tf.range(steps):
-            loss, q_mean, grad_norm, finite = self._train_step(obs[i], actions[i], rewards[i], next_obs[i], discounts[i])
+            step_weights = None if weights is None else weights[i]
+            loss, q_mean, grad_norm, finite, abs_error = self._train_step(obs[i], actions[i], rewards[i], next_obs[i], discounts[i], step_weights)
             if not finite:
                 bad = (loss, grad_norm)
                 break
             totals = tuple(t + o for t, o in zip(totals, (loss, q_mean, grad_norm)))
             applied += 1
+            if weights is not None:
+                td_errors = tf.tensor_scatter_nd_update(td_errors, [[i]], abs_error[None])
         n = tf.cast(tf.maximum(applied, 1), tf.float32)
-        return (*(t / n for t in totals), applied, *bad)
+        return (*(t / n for t in totals), applied, *bad, td_errors)

@@ -97,11 +97,11 @@ def replay_targets(reward: float, terminated: bool, truncated: bool, cfg: DQNCon
 
 def make_replay(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> ReplayMemory:
     """Stacked uint8 frames go to the frame memory (each frame stored once); vectors to the plain ring."""
+    common = dict(seed=cfg.seed, n_steps=cfg.n_steps, gamma=cfg.gamma, prioritized=cfg.prioritized,
+                  priority_alpha=cfg.priority_alpha, priority_eps=cfg.priority_eps)
     if len(obs_shape) == 3 and np.dtype(obs_dtype) == np.uint8:
-        return FrameReplayBuffer(
-            cfg.replay_capacity, frame_shape=obs_shape[:2], stack=obs_shape[2], seed=cfg.seed, n_steps=cfg.n_steps, gamma=cfg.gamma
-        )
-    return ReplayBuffer(cfg.replay_capacity, obs_shape, obs_dtype, seed=cfg.seed, n_steps=cfg.n_steps, gamma=cfg.gamma)
+        return FrameReplayBuffer(cfg.replay_capacity, frame_shape=obs_shape[:2], stack=obs_shape[2], **common)
+    return ReplayBuffer(cfg.replay_capacity, obs_shape, obs_dtype, **common)
 
 
 def seed_replay_with_demos(replay: ReplayMemory, cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> int:
@@ -221,6 +221,7 @@ def run_loop(run: Run, hooks: Sequence[Hook]) -> str:
     cfg, env, agent, replay, s = run.cfg, run.env, run.agent, run.replay, run.state
     epsilon_at, counts_episodes = epsilon_schedule(cfg)
     learning_rate_at = linear(cfg.learning_rate, cfg.learning_rate if cfg.learning_rate_end is None else cfg.learning_rate_end, cfg.total_steps)
+    beta_at = linear(cfg.priority_beta_start, 1.0, cfg.total_steps)  # prioritized replay's correction, full at the end
     for step in range(s.step + 1, cfg.total_steps + 1):  # `step` = env steps taken, this one included
         s.step = step
         # 1. act (epsilon-greedy) and step the env
@@ -240,7 +241,14 @@ def run_loop(run: Run, hooks: Sequence[Hook]) -> str:
         if step >= cfg.learning_starts and step % cfg.train_freq == 0 and len(replay) >= cfg.batch_size:
             if cfg.learning_rate_end is not None:
                 agent.set_learning_rate(learning_rate_at(step))
-            s.metrics = agent.update(replay.sample_many(cfg.gradient_steps, cfg.batch_size))
+            if cfg.prioritized:
+                # Prioritized replay (Schaul et al. 2016): the call's K batches all come from the priorities as they
+                # stand at its start; the |TD errors| of its K * B samples become their priorities after it.
+                drawn = replay.sample_prioritized(cfg.gradient_steps, cfg.batch_size, beta_at(step))
+                s.metrics, td_errors = agent.update_prioritized(drawn.batch, drawn.weights)
+                replay.update_priorities(drawn.indices, td_errors)
+            else:
+                s.metrics = agent.update(replay.sample_many(cfg.gradient_steps, cfg.batch_size))
 
         # 4. target sync: a hard copy (Mnih et al. 2015) or a Polyak step (target_tau < 1)
         if cfg.target_update_period and step % cfg.target_update_period == 0:
