@@ -7,7 +7,12 @@ learn every `train_freq` env steps, target sync) and times each part.
 Acting uses the preset's final epsilon, so the network runs on ~every step,
 as it does for most of a run.
 
-    python bench/atari_throughput.py --env Breakout --steps 5000 [--set key=value ...] [--json]
+`--prioritized` learns from prioritized replay (Schaul et al. 2016) as the
+training loop does with `prioritized=true`: `sample_prioritized`, the
+weighted update, then `update_priorities`, whose time is reported on its own
+(`ms_per_priority_update`); run it with and without to see the added cost.
+
+    python bench/atari_throughput.py --env Breakout --steps 5000 [--prioritized] [--set key=value ...] [--json]
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from envs import EnvError  # noqa: E402
 @click.option("--steps", type=int, default=5_000, show_default=True, help="Env steps timed while learning.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset field.")
 @click.option("--seed", type=int, default=0)
+@click.option("--prioritized", is_flag=True, help="Learn from prioritized replay (Schaul et al. 2016), as prioritized=true trains.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
 @cli_errors(also=(EnvError,))
-def main(env_id, steps, overrides, seed, as_json):
+def main(env_id, steps, overrides, seed, prioritized, as_json):
     import tfquiet
 
     tfquiet.setup()
@@ -45,6 +51,8 @@ def main(env_id, steps, overrides, seed, as_json):
     from envs import make_env, obs_signature
 
     cfg = resolve_config(env_id=env_id, overrides={"seed": seed, **config_lib.parse_overrides(overrides)})
+    if prioritized:
+        cfg = cfg.replace(prioritized=True)
     env = make_env(cfg.env_id, seed=cfg.seed, mode="train")
     obs_shape, obs_dtype, num_actions = obs_signature(env)
     agent = build_agent(cfg, env)
@@ -64,12 +72,28 @@ def main(env_id, steps, overrides, seed, as_json):
     for _ in range(cfg.learning_starts):
         obs = env_step(obs, int(rng.integers(num_actions)))
     fill_s = time.perf_counter() - t0
+
+    def learn():
+        """The learner call of the training loop; returns the seconds of (sampling, update, priority update)."""
+        a = time.perf_counter()
+        if not cfg.prioritized:
+            batch = replay.sample_many(cfg.gradient_steps, cfg.batch_size)
+            b = time.perf_counter()
+            agent.update(batch)
+            return b - a, time.perf_counter() - b, 0.0
+        drawn = replay.sample_prioritized(cfg.gradient_steps, cfg.batch_size, cfg.priority_beta_start)
+        b = time.perf_counter()
+        _, td_errors = agent.update_prioritized(drawn.batch, drawn.weights)
+        c = time.perf_counter()
+        replay.update_priorities(drawn.indices, td_errors)
+        return b - a, c - b, time.perf_counter() - c
+
     # Warm-up: trace the update and the acting function once, outside the timing.
-    agent.update(replay.sample_many(cfg.gradient_steps, cfg.batch_size))
+    learn()
     agent.act(obs[None], 0.0)
 
     epsilon = cfg.epsilon_end
-    t_act = t_env = t_sample = t_update = 0.0
+    t_act = t_env = t_sample = t_update = t_priorities = 0.0
     updates = 0
     start = time.perf_counter()
     for step in range(1, steps + 1):
@@ -81,12 +105,10 @@ def main(env_id, steps, overrides, seed, as_json):
         t_act += b - a
         t_env += c - b
         if step % cfg.train_freq == 0:
-            batch = replay.sample_many(cfg.gradient_steps, cfg.batch_size)
-            d = time.perf_counter()
-            agent.update(batch)
-            e = time.perf_counter()
-            t_sample += d - c
-            t_update += e - d
+            sample_s, update_s, priorities_s = learn()
+            t_sample += sample_s
+            t_update += update_s
+            t_priorities += priorities_s
             updates += cfg.gradient_steps
         if cfg.target_update_period and step % cfg.target_update_period == 0:
             agent.sync_target()
@@ -105,11 +127,14 @@ def main(env_id, steps, overrides, seed, as_json):
         "replay_mb": round(replay.nbytes / 2**20, 1),
         "fill_seconds": round(fill_s, 1),
     }
+    if cfg.prioritized:
+        result.update(prioritized=True, ms_per_priority_update=round(1000 * t_priorities / max(updates, 1), 3))
     click.echo(f"{cfg.env_id}: {steps:,} env steps while learning ({cfg.gradient_steps} update(s) of batch {cfg.batch_size} every "
                f"{cfg.train_freq} env steps), after {cfg.learning_starts:,} steps of random fill ({fill_s:.1f} s)")
     click.echo(f"  env steps/s      {result['env_steps_per_s']:8.1f}")
     click.echo(f"  updates/s        {result['updates_per_s']:8.2f}")
-    click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (+ {result['ms_per_sample']:.3f} ms sampling the batch)")
+    click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (+ {result['ms_per_sample']:.3f} ms sampling the batch"
+               + (f", + {result['ms_per_priority_update']:.3f} ms updating its priorities)" if cfg.prioritized else ")"))
     click.echo(f"  ms per act       {result['ms_per_act']:8.3f}")
     click.echo(f"  ms per env step  {result['ms_per_env_step']:8.3f}   (emulator, preprocessing and replay.add)")
     click.echo(f"  peak RSS         {result['peak_rss_mb']:8.1f} MB   (replay {result['replay_mb']:.1f} MB)")
