@@ -33,7 +33,7 @@ from replay import ReplayMemory, ReplayMemoryError
 
 RECENT_RETURNS = 20  # training returns averaged in progress.csv
 # Architecture and env fields a checkpoint must share with the run that loads it.
-SAME_FIELDS = ("env_id", "pixels", "network", "hidden_sizes", "dueling", "optimizer", "replay_capacity")
+SAME_FIELDS = ("env_id", "pixels", "network", "hidden_sizes", "dueling", "optimizer", "replay_capacity", "prioritized")
 
 
 @dataclass

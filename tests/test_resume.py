@@ -265,6 +265,12 @@ def other_network(ckpt, run):
     rewrite_manifest(ckpt)
 
 
+def other_replay(ckpt, run):
+    text = (run / "config.toml").read_text()
+    assert "prioritized = false" in text
+    (run / "config.toml").write_text(text.replace("prioritized = false", "prioritized = true"))
+
+
 def old_layout(ckpt, run):
     for path in (run / "checkpoints").iterdir():
         shutil.rmtree(path)
@@ -281,6 +287,7 @@ def old_layout(ckpt, run):
     (wrong_type, "config field 'batch_size' expects an integer"),
     (pickled_replay, "replay/actions.npy is not a plain numeric .npy array"),
     (other_network, "has hidden_sizes=(32,), this run's config.toml says (64, 64)"),
+    (other_replay, "has prioritized=False, this run's config.toml says True; they must match to resume"),
     (old_layout, "holds checkpoints of an older version (ckpt-N"),
 ])
 def test_hostile_checkpoint_is_refused_and_nothing_changes(damaged_run, damage, message):
