@@ -31,6 +31,7 @@ while the object is open).
 from __future__ import annotations
 
 import copy
+import numbers
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -44,7 +45,7 @@ import numpy as np
 from agent import run_dir as run_files
 from agent.config import DQNConfig
 from agent.errors import UserError
-from agent.training import TrainResult, Trainer
+from agent.training import TrainingInterrupted, TrainResult, Trainer
 from envs import EnvError, is_atari, make_env, obs_signature
 
 
@@ -137,35 +138,44 @@ class DQN:
               save_replay: bool = True, finished_ok: bool = True) -> None:
         self._custom_env = env is not None
         self._frames = None
+        self._predict_rng = np.random.default_rng(cfg.seed + 40_000)  # predict never draws from the training RNG
         self.last_result: TrainResult | None = None
+        if self._custom_env and cfg.record_every:
+            raise UserError("record_every needs an env train.py can build from its id; videos of an env of your own: record them yourself")
         try:
             self.trainer = Trainer(cfg, path, resume=resume, keep=keep, save_replay=save_replay, env=env, eval_env=eval_env,
                                    finished_ok=finished_ok)
-        except EnvError as e:
-            raise UserError(f"{e}; pass env= (and eval_env=) to use an env of your own") from None
-        except BaseException:
+        except BaseException as e:
             if self._temporary:
                 shutil.rmtree(path, ignore_errors=True)
+            if isinstance(e, EnvError):
+                raise UserError(f"{e}; pass env= (and eval_env=) to use an env of your own") from None
             raise
 
     # ----- the parts, for those who want them
 
     @property
+    def _run(self):
+        if getattr(self, "trainer", None) is None:
+            raise UserError("this DQN is closed; DQN.load(its saved directory) opens it again")
+        return self.trainer.run
+
+    @property
     def config(self) -> DQNConfig:
-        return self.trainer.run.cfg
+        return self._run.cfg
 
     @property
     def run_dir(self) -> Path:
-        return self.trainer.run.run_dir
+        return self._run.run_dir
 
     @property
     def agent(self):
         """The `DQNAgent` (online/target Keras networks, optimizer)."""
-        return self.trainer.run.agent
+        return self._run.agent
 
     @property
     def num_env_steps(self) -> int:
-        return self.trainer.run.state.step
+        return self._run.state.step
 
     def make_env(self, mode: str = "eval", seed: int | None = None) -> gym.Env:
         """A fresh env like the run's (observations as the network eats them); for a registered env id only."""
@@ -190,12 +200,16 @@ class DQN:
         Returns:
             self; `last_result` holds the `TrainResult` (`finished` is False when a callback stopped it).
         """
-        if not isinstance(env_steps, int) or env_steps < 0:
+        if not isinstance(env_steps, numbers.Integral) or isinstance(env_steps, bool) or env_steps < 0:
             raise UserError(f"learn(env_steps) needs a number of env steps >= 0, got {env_steps!r}")
-        if callback is not None and (not isinstance(callback_every, int) or callback_every < 1):
+        if callback is not None and (not isinstance(callback_every, numbers.Integral) or callback_every < 1):
             raise UserError(f"callback_every must be a positive number of env steps, got {callback_every!r}")
-        hooks = [_CallbackHook(callback, callback_every)] if callback is not None else []
-        self.last_result = self.trainer.train(self.num_env_steps + env_steps, progress=progress, hooks=hooks)
+        hooks = [_CallbackHook(callback, int(callback_every))] if callback is not None else []
+        try:
+            self.last_result = self.trainer.train(self.num_env_steps + int(env_steps), progress=progress, hooks=hooks)
+        except TrainingInterrupted:
+            self._temporary = False  # Ctrl-C/SIGTERM saved a checkpoint here: keep it for DQN.load, even from a scratch directory
+            raise
         return self
 
     # ----- acting
@@ -231,8 +245,8 @@ class DQN:
                 raise UserError(f"predict: {e}") from None
         else:
             raise UserError(f"predict got an observation of shape {obs.shape}; this model takes {agent.obs_shape} (or a batch of them)")
-        epsilon = 0.0 if deterministic else self.trainer.run.epsilon
-        actions = agent.act(batch.astype(agent.obs_dtype, copy=False), epsilon)
+        epsilon = 0.0 if deterministic else self._run.epsilon
+        actions = agent.act(batch.astype(agent.obs_dtype, copy=False), epsilon, rng=self._predict_rng)
         return actions if batch is obs else actions[0]
 
     def evaluate(self, episodes: int = 10, epsilon: float | None = None, seed: int | None = None) -> dict:
@@ -240,10 +254,10 @@ class DQN:
         `{"mean", "std", "returns", ...}` with true game scores."""
         from agent.evaluation import evaluate
 
-        if not isinstance(episodes, int) or episodes < 1:
+        if not isinstance(episodes, numbers.Integral) or isinstance(episodes, bool) or episodes < 1:
             raise UserError(f"evaluate(episodes) needs a positive number of episodes, got {episodes!r}")
-        cfg, run = self.config, self.trainer.run
-        return evaluate(run.agent, run.eval_env, episodes, cfg.eval_epsilon if epsilon is None else epsilon,
+        cfg, run = self.config, self._run
+        return evaluate(run.agent, run.eval_env, int(episodes), cfg.eval_epsilon if epsilon is None else epsilon,
                         seed=cfg.seed + 20_000 if seed is None else seed)
 
     # ----- saving and loading
@@ -251,7 +265,7 @@ class DQN:
     def save(self, directory: str | Path) -> Path:
         """Write the run directory (`config.toml`, `model.keras`, `meta.json`, a checkpoint, the logs) to
         `directory` (new or empty), the format `train.py` writes and `play.py` and `DQN.load` read."""
-        run = self.trainer.run
+        run = self._run
         run.save_checkpoint()
         target = Path(directory)
         if target.resolve() == run.run_dir.resolve():
@@ -260,6 +274,7 @@ class DQN:
             raise UserError(f"{str(target)!r} is not empty; save into a new directory")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a run directory is as readable as train.py's
         try:
             shutil.copytree(run.run_dir, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(run_files.LOCK_FILE, ".tmp-*"))
             if target.exists():
@@ -293,7 +308,8 @@ class DQN:
         return self
 
     def close(self) -> None:
-        """Close the envs and release the run directory; a temporary, unsaved run is deleted."""
+        """Close the envs (yours too, if you passed them) and release the run directory; a temporary run
+        directory is deleted (what `save` wrote lives on, and so does one a Ctrl-C saved)."""
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return
@@ -332,7 +348,14 @@ def _config_and_envs(env: str | gym.Env, preset: str | None, overrides: dict, ev
         cfg = resolve_config(env_id=env_id, overrides=overrides)
     else:
         cfg = resolve_config(preset=preset, overrides={**overrides, "env_id": env_id})
+    shape = env.observation_space.shape
+    if len(shape) == 3 and cfg.network in ("auto", "nature_cnn") and min(shape[:2]) < NATURE_CNN_MIN_SIZE:
+        raise UserError(f"{env_id}'s images are {shape[0]}x{shape[1]}; the Nature CNN needs at least {NATURE_CNN_MIN_SIZE}x{NATURE_CNN_MIN_SIZE} "
+                        "(its 8/4/3 convolutions shrink them to nothing): scale the observations up in a wrapper")
     return cfg, *_wrap_instances(env_id, env, eval_env)
+
+
+NATURE_CNN_MIN_SIZE = 36  # 8x8 stride 4, 4x4 stride 2, 3x3 stride 1 (valid padding) leave 1x1 from 36x36
 
 
 def _check_spaces(env_id: str, env: gym.Env) -> None:

@@ -122,6 +122,6 @@ class StopWhen:
             return "signal"
         if run.state.step == self.pause_at:
             return "pause"
-        if run.cfg.stop_on_solve and run.state.solved_at is not None:
+        if run.cfg.stop_on_solve and run.state.solved_at == run.state.step:  # solved at this evaluation (a later run goes on)
             return "solved"
         return None

@@ -95,11 +95,18 @@ def replay_targets(reward: float, terminated: bool, truncated: bool, cfg: DQNCon
     return reward, bool(terminated or (truncated and cfg.truncation_as_terminal))
 
 
-def make_replay(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> ReplayMemory:
-    """Stacked uint8 frames go to the frame memory (each frame stored once); vectors to the plain ring."""
+def make_replay(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype, *, frame_stacks: bool = True) -> ReplayMemory:
+    """Stacked uint8 frames go to the frame memory (each frame stored once); vectors to the plain ring.
+
+    Args:
+        frame_stacks: the env's (H, W, k) uint8 observations are stacks of its
+            last k frames, newest last (what `make_env` builds for Atari and
+            pixels). An image env of one's own (RGB channels, say) is not: it
+            goes to the plain ring, which stores each observation whole.
+    """
     common = dict(seed=cfg.seed, n_steps=cfg.n_steps, gamma=cfg.gamma, prioritized=cfg.prioritized,
                   priority_alpha=cfg.priority_alpha, priority_eps=cfg.priority_eps)
-    if len(obs_shape) == 3 and np.dtype(obs_dtype) == np.uint8:
+    if frame_stacks and len(obs_shape) == 3 and np.dtype(obs_dtype) == np.uint8:
         return FrameReplayBuffer(cfg.replay_capacity, frame_shape=obs_shape[:2], stack=obs_shape[2], **common)
     return ReplayBuffer(cfg.replay_capacity, obs_shape, obs_dtype, **common)
 
@@ -195,6 +202,11 @@ class Run:
             return  # this very state is on disk already
         s.wall_seconds = time.perf_counter() - self.started
         self.store.save(s.step, self.parts)
+        self.save_model()
+
+    def save_model(self) -> None:
+        """model.keras and meta.json for the network and counters as they stand (the newest checkpoint's)."""
+        s = self.state
         try:
             run_files.save_model(self.run_dir, self.agent.online)
             run_files.save_meta(self.run_dir, {
@@ -348,7 +360,9 @@ class Trainer:
             run.parts = checkpoint_parts(run.cfg, run.agent, run.replay, run.env, run.state, with_replay="replay" in run.parts)
             run_files.save_config(run.run_dir, run.cfg)
         cfg, run_dir = run.cfg, run.run_dir
+        run.started = time.perf_counter() - run.state.wall_seconds  # the clock runs while training, not between calls
         with contextlib.ExitStack() as stack:
+            stack.callback(lambda: setattr(run.state, "wall_seconds", time.perf_counter() - run.started))
             signals = stack.enter_context(StopSignals())  # Ctrl-C / SIGTERM: finish this env step, save, exit
             log = stack.enter_context(ProgressLog(run_dir))
             bar = _progress_bar(cfg.total_steps, progress, initial=run.state.step)
@@ -376,6 +390,7 @@ def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, res
     For a resume every check passes before anything on disk changes.
     """
     keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: same seed, same network
+    built_here = env is None
     if env is None:
         env = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
     stack.callback(env.close)
@@ -384,7 +399,7 @@ def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, res
     stack.callback(eval_env.close)
     obs_shape, obs_dtype, _ = obs_signature(env)
     agent = build_agent(cfg.replace(init_from=None) if resume else cfg, env)  # a resume takes its weights from the checkpoint
-    replay = make_replay(cfg, obs_shape, obs_dtype)
+    replay = make_replay(cfg, obs_shape, obs_dtype, frame_stacks=built_here)
     state = LoopState(obs=np.zeros(obs_shape, obs_dtype))
     store = CheckpointStore(run_dir / "checkpoints", keep=keep, resume_hint=f"{command('train')} --resume {run_dir}")
     solve_return = cfg.solve_return if cfg.solve_return is not None else reward_threshold(cfg.env_id)
@@ -409,6 +424,8 @@ def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, res
             print(f"warning: {where} holds no env state for {cfg.env_id}; the resumed run starts a new episode", file=sys.stderr)
             state.obs, _ = env.reset(seed=cfg.seed + state.step)
         remove_incomplete(store.root)
+        if _meta_checkpoint(run_dir) != store.last_name:  # killed (or a full disk) between the checkpoint and the model
+            run.save_model()
         trim_progress_csv(run_dir / "progress.csv", state.step)
         trim_tensorboard(run_dir / "tb", state.step)
     else:
@@ -418,6 +435,14 @@ def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, res
     run_files.save_config(run_dir, cfg)
     run.started = time.perf_counter() - state.wall_seconds  # wall time counts on across sessions
     return run
+
+
+def _meta_checkpoint(run_dir: Path) -> str | None:
+    """The checkpoint that model.keras and meta.json were written with, if readable."""
+    try:
+        return run_files.load_meta(run_dir).get("checkpoint")
+    except UserError:
+        return None
 
 
 def _finish(run: Run) -> TrainResult:

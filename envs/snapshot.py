@@ -164,12 +164,12 @@ def restore(env: gym.Env, state: Any) -> None:
     try:
         for layer, entry in zip(layers, saved):
             for key, value in entry["attrs"].items():
-                if key in _SKIP or not hasattr(layer, key):
+                if key in _SKIP or key not in vars(layer):
                     raise TypeError(f"unexpected attribute {key!r}")
                 setattr(layer, key, decode(value))
         if state["kind"] == "ale":
             import ale_py
 
             layers[-1].ale.restoreState(ale_py.ALEState(base64.b64decode(state["ale"], validate=True)))
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise SnapshotError(f"the env state cannot be restored ({e})") from None
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, SystemError) as e:  # SystemError: ale-py refusing a blob
+        raise SnapshotError(f"the env state cannot be restored ({type(e).__name__}: {e})") from None

@@ -154,3 +154,56 @@ def test_predict_takes_raw_atari_screens_through_the_training_preprocessing():
         action = model.predict(rgb)
         assert int(action) == int(model.agent.q_values(stacked[None]).argmax())
         assert model.predict(env.step(1)[0]).shape == ()  # the env's own (84, 84, 4) observation passes as is
+
+
+class Screens(gym.Env):
+    """An RGB image env of one's own: each observation is a whole picture, not a stack of frames."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(0, 255, (40, 40, 3), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.integers(0, 256, (40, 40, 3), dtype=np.uint8), {}
+
+    def step(self, action):
+        self.t += 1
+        return self.np_random.integers(0, 256, (40, 40, 3), dtype=np.uint8), float(action), False, self.t >= 20, {}
+
+
+def test_an_rgb_env_of_ones_own_is_stored_whole_and_predict_keeps_the_training_rng(tmp_path):
+    """The frame memory rebuilds stacks from single frames, which would scramble RGB pictures: an image env that make_env
+    did not build goes to the plain ring. And predict draws from its own RNG, so asking for actions between two learn
+    calls does not change the training."""
+    with DQN(Screens(), preset="breakout", replay_capacity=500, learning_starts=100, batch_size=8, train_freq=50, **{
+            k: v for k, v in FAST.items() if k not in ("replay_capacity", "learning_starts", "train_freq")}) as model:
+        assert model.trainer.run.replay.kind == "uniform"
+        model.learn(200)
+        obs = model.trainer.run.replay.sample(16).obs
+        assert obs.shape == (16, 40, 40, 3)
+        rng_words = model.agent.state_dict()["rng"].copy()
+        for _ in range(5):
+            model.predict(Screens().reset(seed=1)[0], deterministic=False)
+        np.testing.assert_array_equal(model.agent.state_dict()["rng"], rng_words)
+    with pytest.raises(UserError, match="this DQN is closed"):
+        model.predict(obs[0])
+    small = Screens()
+    small.observation_space = gym.spaces.Box(0, 255, (12, 12, 3), np.uint8)
+    with pytest.raises(UserError, match="images are 12x12; the Nature CNN needs at least 36x36"):
+        DQN(small)
+
+
+def test_idle_time_between_calls_is_not_training_time():
+    import time
+
+    with DQN("CartPole-v1", **FAST) as model:
+        time.sleep(1.5)
+        model.learn(100)
+        assert model.last_result.train_seconds < 1.5 + 3.0 and model.trainer.run.state.wall_seconds < 5.0
+        time.sleep(1.5)
+        before = model.trainer.run.state.wall_seconds
+        model.learn(np.int64(100))
+        assert model.num_env_steps == 200 and model.trainer.run.state.wall_seconds - before < 1.5 + 3.0

@@ -170,3 +170,21 @@ def test_everything_opened_is_closed_when_a_hook_fails(tmp_path, monkeypatch):
 
     with locked(tmp_path):  # the lock is free again
         pass
+
+
+def test_a_resume_rewrites_a_model_left_behind_its_checkpoint(tmp_path):
+    """Killed (or out of disk) between the checkpoint and model.keras: the resume writes the model of the checkpoint it
+    continues from before anything else, so eval.json, play.py and the export never judge an older network."""
+    cfg = tiny_cfg(eval_every=0)
+    training.train(cfg, tmp_path, progress=False, pause_at=300)
+    (tmp_path / "model.keras").unlink()
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "checkpoint": None, "env_step": 0}))
+    result = training.train(cfg.replace(total_steps=300), tmp_path, progress=False, resume=True)
+    assert result.finished and json.loads((tmp_path / "meta.json").read_text())["checkpoint"] == "step-000000300"
+    from agent.run_dir import load_model
+
+    saved = load_model(tmp_path)
+    with training.Trainer(cfg.replace(total_steps=300), tmp_path, resume=True, finished_ok=True) as trainer:
+        for a, b in zip(saved.get_weights(), trainer.run.agent.online.get_weights()):
+            np.testing.assert_array_equal(a, b)
