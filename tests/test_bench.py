@@ -21,6 +21,9 @@ def bench(script: str, *args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# The two learning benches train CartPole in a subprocess (about a minute each on 2 cores): the slow tier
+# (`make test-all`) runs them, so `make test` stays under CI's 15 minutes.
+@pytest.mark.slow
 def test_solve_reports_the_first_solve_and_the_end_of_each_run():
     out = bench("solve.py", "--seeds", "2", "--steps", "1200", "--set", "learning_starts=200")
     assert {"seeds", "solved", "median_steps", "median_seconds", "final_solved", "median_final", "min_final", "cpu", "total_steps",
@@ -41,6 +44,7 @@ def test_solve_reports_the_first_solve_and_the_end_of_each_run():
     assert out["iqm_final_ci"][0] <= out["iqm_final"] <= out["iqm_final_ci"][1]
 
 
+@pytest.mark.slow
 def test_cartpole_collapse_looks_at_the_run_in_slices():
     out = bench("cartpole_collapse.py", "--seed", "0", "--every", "600", "--set", "total_steps=1200", "--set", "learning_starts=200")
     assert [r["env_step"] for r in out["rows"]] == [600, 1200]
