@@ -116,6 +116,8 @@ def test_stop_on_solve_ends_like_a_finished_run(tmp_path):
         result = model.last_result
         assert result.finished and result.env_steps == result.solved_at == 500 and result.final_eval is not None
         assert (tmp_path / "run" / "eval.json").is_file()
+        model.learn(300)  # solved long ago: a later learn trains its whole budget
+        assert model.num_env_steps == 800
 
 
 def test_bad_envs_and_arguments_get_one_line():
@@ -207,3 +209,16 @@ def test_idle_time_between_calls_is_not_training_time():
         before = model.trainer.run.state.wall_seconds
         model.learn(np.int64(100))
         assert model.num_env_steps == 200 and model.trainer.run.state.wall_seconds - before < 1.5 + 3.0
+
+
+def test_a_snapshot_that_does_not_fit_the_env_is_one_error():
+    from envs import snapshot
+
+    env = make_env("CartPole-v1", seed=0)
+    state = snapshot.capture(env)
+    state["layers"][0]["attrs"] = {"unwrapped": 1}  # not an attribute this layer holds
+    with pytest.raises(snapshot.SnapshotError, match="cannot be restored"):
+        snapshot.restore(make_env("CartPole-v1", seed=0), state)
+    state["layers"][0]["attrs"] = []
+    with pytest.raises(snapshot.SnapshotError, match="cannot be restored"):
+        snapshot.restore(make_env("CartPole-v1", seed=0), state)
