@@ -46,7 +46,7 @@ from agent import run_dir as run_files
 from agent.config import DQNConfig
 from agent.errors import UserError
 from agent.training import TrainingInterrupted, TrainResult, Trainer
-from envs import EnvError, is_atari, make_env, obs_signature
+from envs import EnvError, check_spaces, is_atari, make_env, obs_signature
 
 
 @dataclass(frozen=True)
@@ -359,11 +359,11 @@ NATURE_CNN_MIN_SIZE = 36  # 8x8 stride 4, 4x4 stride 2, 3x3 stride 1 (valid padd
 
 
 def _check_spaces(env_id: str, env: gym.Env) -> None:
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise UserError(f"{env_id} has a {type(env.action_space).__name__} action space; DQN needs discrete actions (gymnasium.spaces.Discrete)")
-    space = env.observation_space
-    if not isinstance(space, gym.spaces.Box) or len(space.shape) not in (1, 3):
-        raise UserError(f"{env_id} has observations {space}; DQN here needs a Box: a vector (n,) or an image (H, W, C)")
+    """envs.check_spaces (discrete actions, a vector or image Box), as a one-line UserError; your env stays open."""
+    try:
+        check_spaces(env_id, env)
+    except EnvError as e:
+        raise UserError(str(e)) from None
 
 
 def _wrap_instances(env_id: str, env: gym.Env, eval_env: gym.Env | None) -> tuple[gym.Env, gym.Env]:

@@ -89,7 +89,11 @@ def make_env(
         env = gym.make(env_id, render_mode="rgb_array" if pixels else render_mode)
     except gym.error.DependencyNotInstalled as e:
         raise EnvError(f"env {env_id!r} needs an extra package: {e}") from None
-    check_spaces(env_id, env)
+    try:
+        check_spaces(env_id, env)
+    except EnvError:
+        env.close()
+        raise
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if pixels:
         from envs.pixels import wrap_pixels
@@ -104,14 +108,12 @@ def make_env(
 def check_spaces(env_id: str, env: gym.Env) -> None:
     """A DQN needs discrete actions and a flat float vector (or an image) as observation."""
     if not isinstance(env.action_space, gym.spaces.Discrete):
-        env.close()
         raise EnvError(
             f"{env_id} has a {type(env.action_space).__name__} action space; DQN needs discrete actions "
             "(try CartPole-v1, Acrobot-v1, MountainCar-v0 or an ALE game)"
         )
     space = env.observation_space
     if not isinstance(space, gym.spaces.Box) or len(space.shape) not in (1, 3):
-        env.close()
         raise EnvError(f"{env_id} has observations {space}; a vector or an (H, W, C) image is needed")
 
 
