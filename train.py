@@ -34,14 +34,16 @@ from agent.errors import UserError, cli_errors, command
 @click.option("--pixels", is_flag=True, help="Learn from rendered frames (CartPole-v1 -> the cartpole-pixels preset).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
-              help="Continue the run in this directory from its last complete checkpoint (only --steps and --checkpoint-every may change).")
+              help="Continue the run in this directory from its last complete checkpoint (only --steps, --minutes and --checkpoint-every may change).")
+@click.option("--minutes", type=float, default=None,
+              help="Stop once training time (evaluations excluded) reaches this many minutes, then evaluate as at the end (train_minutes).")
 @click.option("--checkpoint-every", type=int, default=None, help="Env steps between checkpoints (checkpoint_every).")
 @click.option("--keep", type=int, default=3, show_default=True, help="Complete checkpoints kept on disk (the newest is never deleted).")
 @click.option("--no-save-replay", is_flag=True, help="Leave the replay memory out of checkpoints (a resume then learns from an empty buffer).")
 @cli_errors(interrupt_hint=lambda kw: (f"; continue from the last complete checkpoint with: {command('train')} --resume {where}"
                                         if (where := kw["resume_dir"] or kw["run_dir"]) else ""))
 def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, demos, pixels, no_progress,
-         resume_dir, checkpoint_every, keep, no_save_replay):
+         resume_dir, minutes, checkpoint_every, keep, no_save_replay):
     """Train a Deep Q-Network and save the run directory."""
     import tfquiet
 
@@ -52,14 +54,14 @@ def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, ev
                  "--init-from": init_from, "--demos": demos, "--pixels": pixels}
         clash = [name for name, value in given.items() if value is not None and value is not False and value != ()]
         if clash:
-            raise UserError(f"--resume continues the saved config; {', '.join(clash)} cannot be combined with it (only --steps and --checkpoint-every can change)")
+            raise UserError(f"--resume continues the saved config; {', '.join(clash)} cannot be combined with it (only --steps, --minutes and --checkpoint-every can change)")
     result = run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
-                 resume_dir=resume_dir, checkpoint_every=checkpoint_every, keep=keep, save_replay=not no_save_replay, demos=demos)
+                 resume_dir=resume_dir, minutes=minutes, checkpoint_every=checkpoint_every, keep=keep, save_replay=not no_save_replay, demos=demos)
     sys.exit(0 if result else 1)
 
 
 def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
-        *, resume_dir=None, checkpoint_every=None, keep=3, save_replay=True, demos=None):
+        *, resume_dir=None, minutes=None, checkpoint_every=None, keep=3, save_replay=True, demos=None):
     import shutil
     import time
     from pathlib import Path
@@ -75,12 +77,12 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
         from agent import run_dir as run_files
 
         cfg = run_files.load_config(resume_dir)  # validated field by field
-        changes = {k: v for k, v in (("total_steps", steps), ("checkpoint_every", checkpoint_every)) if v is not None}
+        changes = {k: v for k, v in (("total_steps", steps), ("train_minutes", minutes), ("checkpoint_every", checkpoint_every)) if v is not None}
         cfg = config_lib.from_dict(changes, base=cfg, source="--resume")
     else:
         values = config_lib.parse_overrides(overrides)
         for key, value in (("seed", seed), ("total_steps", steps), ("eval_every", eval_every), ("eval_episodes", eval_episodes), ("record_every", record_every),
-                           ("init_from", init_from), ("demos", demos), ("checkpoint_every", checkpoint_every)):
+                           ("init_from", init_from), ("demos", demos), ("train_minutes", minutes), ("checkpoint_every", checkpoint_every)):
             if value is not None:
                 values[key] = value
         if env_id is None and preset is None and config_file is None:
@@ -121,7 +123,8 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     from agent.training import TrainingInterrupted, TrainingStopped
 
     verb = "resuming" if resuming else "training"
-    click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} env steps (seed {cfg.seed}) -> {path}")
+    budget = f" or {cfg.train_minutes:g} minutes of training" if cfg.train_minutes is not None else ""
+    click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} env steps{budget} (seed {cfg.seed}) -> {path}")
     from agent.device import describe_device
 
     click.echo(f"device: {describe_device()}")

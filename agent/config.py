@@ -35,6 +35,7 @@ class DQNConfig:
     env_id: str = "CartPole-v1"  # gymnasium id (ALE ids such as ALE/Breakout-v5 included)
     seed: int = 0  # seeds the env, the replay sampler, exploration and network init
     total_steps: int = 50_000  # env steps of training
+    train_minutes: float | None = None  # also stop once training time (evaluations excluded, all sessions) reaches this; then the final evaluation
     pixels: bool = False  # observe rendered frames (gray 84x84, 4 stacked) instead of the state vector
     pixel_view: str = "full"  # with pixels: the "full" frame, or "cart" (CartPole: a window that follows the cart)
 
@@ -267,6 +268,8 @@ def validate(cfg: DQNConfig) -> DQNConfig:
         "lower batch_size or raise replay_capacity",
     )
     need(cfg.total_steps >= 1, f"total_steps must be >= 1, got {cfg.total_steps}")
+    if cfg.train_minutes is not None:
+        need(math.isfinite(cfg.train_minutes) and cfg.train_minutes > 0, f"train_minutes must be > 0 minutes (or unset), got {cfg.train_minutes}")
     need(cfg.learning_starts >= 0, f"learning_starts must be >= 0, got {cfg.learning_starts}")
     need(cfg.train_freq >= 1, f"train_freq must be >= 1 env step, got {cfg.train_freq}")
     need(cfg.gradient_steps >= 1, f"gradient_steps must be >= 1, got {cfg.gradient_steps}")

@@ -9,7 +9,8 @@ holds a state between steps:
     Log              progress.csv, TensorBoard and the progress bar every `log_every` and after each evaluation
     SaveCheckpoints  a checkpoint every `checkpoint_every` env steps
     RecordVideos     an evaluation episode as mp4 every `record_every` env steps
-    StopWhen         Ctrl-C/SIGTERM, `pause_at`, or solved with `stop_on_solve`: "signal", "pause", "solved"
+    StopWhen         Ctrl-C/SIGTERM, `pause_at`, solved with `stop_on_solve`, or `train_minutes` spent:
+                     "signal", "pause", "solved", "time"
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ class RecordVideos:
 
 
 class StopWhen:
-    """Stop after a whole env step: on Ctrl-C or SIGTERM, at `pause_at`, or once solved with `stop_on_solve`."""
+    """Stop after a whole env step: on Ctrl-C or SIGTERM, at `pause_at`, once solved with `stop_on_solve`,
+    or once the run's training time reaches `train_minutes` (a compute budget, as in "30 minutes of training")."""
 
     def __init__(self, signals: StopSignals, pause_at: int | None):
         self.signals, self.pause_at = signals, pause_at
@@ -124,4 +126,6 @@ class StopWhen:
             return "pause"
         if run.cfg.stop_on_solve and run.state.solved_at == run.state.step:  # solved at this evaluation (a later run goes on)
             return "solved"
+        if run.cfg.train_minutes is not None and run.train_seconds() >= 60.0 * run.cfg.train_minutes:
+            return "time"
         return None

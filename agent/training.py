@@ -228,7 +228,7 @@ def run_loop(run: Run, hooks: Sequence[Hook]) -> str:
     """Take env steps until `total_steps` or until a hook asks to stop.
 
     Returns:
-        Why the loop ended: "end", or the first reason a hook gave ("signal", "pause", "solved").
+        Why the loop ended: "end", or the first reason a hook gave ("signal", "pause", "solved", "time").
     """
     cfg, env, agent, replay, s = run.cfg, run.env, run.agent, run.replay, run.state
     epsilon_at, counts_episodes = epsilon_schedule(cfg)
@@ -378,7 +378,7 @@ class Trainer:
             if why == "signal":
                 raise TrainingInterrupted(f"{signals.name} at env step {run.state.step:,}: checkpoint {run.store.last_name} saved in {run_dir}; "
                                           f"continue with: {command('train')} --resume {run_dir}", signum=signals.signum)
-            if why in ("end", "solved"):
+            if why in ("end", "solved", "time"):
                 return _finish(run)
             return run.result(final=None)  # paused, or stopped by a hook: resumable from its checkpoint
 
@@ -417,6 +417,10 @@ def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, res
             raise UserError(f"the checkpoint is at env step {state.step:,}, beyond total_steps={cfg.total_steps:,}; pass --steps {state.step} or more")
         if state.step == cfg.total_steps and (run_dir / "eval.json").exists() and not finished_ok:
             raise UserError(f"{run_dir} finished its {cfg.total_steps:,} env steps; pass --steps N (more than {cfg.total_steps:,}) to train longer")
+        trained_minutes = (state.wall_seconds - state.eval_seconds) / 60.0
+        if cfg.train_minutes is not None and trained_minutes >= cfg.train_minutes and (run_dir / "eval.json").exists() and not finished_ok:
+            raise UserError(f"{run_dir} spent its budget of {cfg.train_minutes:g} minutes of training ({trained_minutes:.2f} trained); "
+                            f"pass --minutes M (more than {trained_minutes:.2f}) to train longer")
         if "replay" not in loaded:
             print(f"warning: {where} was saved without its replay memory (--no-save-replay); "
                   "learning restarts from an empty buffer", file=sys.stderr)
@@ -458,6 +462,7 @@ def _finish(run: Run) -> TrainResult:
         "env_id": cfg.env_id, "env_step": s.step, "episodes": len(final["returns"]), "epsilon": cfg.eval_epsilon,
         "solve_return": run.solve_return, "solved": run.solve_return is not None and final["mean"] >= run.solve_return, **final,
         "best": max(s.evaluations, key=lambda e: e["mean"]) if s.evaluations else None,  # best_model.keras
+        "train_seconds": run.train_seconds(),  # acting and learning, evaluations excluded (the budget train_minutes counts)
     })
     return run.result(final)
 

@@ -102,6 +102,27 @@ def test_cli_trains_and_refuses_to_overwrite(tmp_path):
     assert code == 0, out
 
 
+def test_a_time_budget_ends_the_run_like_its_last_step_and_a_resume_needs_more_minutes(tmp_path):
+    run = tmp_path / "run"
+    args = ("--set", "learning_starts=200", "--set", "train_freq=100", "--set", "gradient_steps=10", "--eval-episodes", "1",
+            "--set", "eval_every=0", "--set", "checkpoint_every=0")
+    code, out = cli("--steps", "1000000", "--minutes", "0.02", "--run-dir", str(run), *args)  # 1.2 s of training
+    assert code == 0, out
+    assert "or 0.02 minutes of training" in out and "final eval" in out
+    done = json.loads((run / "eval.json").read_text())
+    assert 0 < done["env_step"] < 1_000_000 and done["train_seconds"] >= 1.2
+    assert run_files.load_config(run).train_minutes == 0.02
+    before = (run / "eval.json").read_bytes()
+    code, out = cli("--resume", str(run))
+    assert code == 2 and "spent its budget of 0.02 minutes" in out and "--minutes" in out, out
+    assert (run / "eval.json").read_bytes() == before  # nothing changed
+    more = done["train_seconds"] / 60 + 0.02  # the first learner call (tracing) may overrun a tiny budget
+    code, out = cli("--resume", str(run), "--minutes", f"{more:.4f}")
+    assert code == 0, out
+    again = json.loads((run / "eval.json").read_text())
+    assert again["env_step"] > done["env_step"] and again["train_seconds"] >= 60 * float(f"{more:.4f}")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -114,6 +135,7 @@ def test_cli_trains_and_refuses_to_overwrite(tmp_path):
         (["--set", "learning_rate=-0.001"], "learning_rate must be > 0"),
         (["--set", "batch_size=512", "--set", "replay_capacity=100"], "larger than replay_capacity"),
         (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--minutes", "0"], "train_minutes must be > 0 minutes"),
         (["--config", "/nonexistent.toml"], "does not exist"),
     ],
 )
