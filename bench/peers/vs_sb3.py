@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Breakout learning throughput, ours against Stable-Baselines3's DQN, side by side on this machine.
+
+Runs `bench/peers/sb3_dqn.py` (SB3, rl-baselines3-zoo's Atari settings) and
+`bench/atari_throughput.py --env Breakout` (ours, the Breakout preset) one
+after the other, `--repeats` times each, alternating (SB3, ours, SB3, ours,
+...) so that a machine that slows down or speeds up during the bench weighs
+on both sides alike. Each run is its own process; nothing else should run
+meanwhile. Both sides: the Nature CNN, batch 32, one update per 4 env steps
+(ours makes its 4 updates in one compiled call every 16 env steps), acting at
+epsilon 0.01, the replay filled with `--fill` env steps of random play first
+(not timed).
+
+Prints env steps/s per run, the median and spread of each side, and the
+ratio of the medians; `--json` ends with one line
+`{"ours": ..., "sb3": ..., "ratio": ..., ...}`.
+
+    python bench/peers/vs_sb3.py --steps 5000 --repeats 3 [--json]
+
+Needs the `peers` extra (stable-baselines3 and torch; see the README).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+BENCH = Path(__file__).resolve().parent.parent
+
+
+def summarize(ours: list[float], sb3: list[float]) -> dict:
+    """Median, min and max of each side's env steps/s and the ratio of the medians (ours / SB3).
+
+    `pair_ratios` divides each of our runs by the SB3 run just before it, so
+    their spread shows how far one side-by-side pair can be trusted.
+    """
+    if not ours or not sb3:
+        raise ValueError("each side needs at least one run")
+    med_ours, med_sb3 = statistics.median(ours), statistics.median(sb3)
+    return {
+        "ours": round(med_ours, 1), "sb3": round(med_sb3, 1), "ratio": round(med_ours / med_sb3, 3),
+        "ours_runs": ours, "sb3_runs": sb3,
+        "ours_spread": [min(ours), max(ours)], "sb3_spread": [min(sb3), max(sb3)],
+        "pair_ratios": [round(o / s, 3) for o, s in zip(ours, sb3)],
+    }
+
+
+def cpu_description() -> dict:
+    """The CPU model and the vector instructions that decide these figures (from /proc/cpuinfo)."""
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return {"cpu": model, "cpu_flags": [f for f in wanted if f in flags]}
+
+
+def run_json(args: list[str]) -> dict:
+    """Run one bench process and return its last line, a JSON object."""
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise click.ClickException(f"{' '.join(args[:1])} failed (exit {done.returncode}): {tail}")
+    return json.loads(lines[-1])
+
+
+@click.command()
+@click.option("--steps", type=int, default=5_000, show_default=True, help="Env steps timed while learning, per run.")
+@click.option("--fill", type=int, default=20_000, show_default=True, help="Env steps of random play before timing (ours: the preset's learning_starts).")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Runs of each side.")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
+def main(steps: int, fill: int, repeats: int, as_json: bool) -> None:
+    if repeats < 1 or steps < 16:
+        raise click.UsageError(f"--repeats must be >= 1 and --steps >= 16, got {repeats} and {steps}")
+    cpu = cpu_description()
+    click.echo(f"CPU: {cpu['cpu']} ({', '.join(cpu['cpu_flags']) or 'no AVX2'}); {repeats} runs per side of {steps:,} env steps each")
+    ours, sb3 = [], []
+    for i in range(repeats):
+        peer = run_json([str(BENCH / "peers" / "sb3_dqn.py"), "--steps", str(steps), "--fill", str(fill), "--seed", str(i), "--json"])
+        sb3.append(peer["env_steps_per_s"])
+        mine = run_json([str(BENCH / "atari_throughput.py"), "--env", "Breakout", "--steps", str(steps), "--seed", str(i),
+                         "--set", f"learning_starts={fill}", "--json"])
+        ours.append(mine["env_steps_per_s"])
+        click.echo(f"  run {i + 1}: SB3 {sb3[-1]:7.1f} env steps/s   ours {ours[-1]:7.1f} env steps/s   ratio {ours[-1] / sb3[-1]:.2f}")
+    result = {**summarize(ours, sb3), **cpu, "steps": steps, "fill": fill, "repeats": repeats,
+              "sb3_version": peer["sb3_version"], "torch_version": peer["torch_version"], "torch_threads": peer["torch_threads"]}
+    click.echo(f"  SB3   median {result['sb3']:7.1f} env steps/s (runs {result['sb3_spread'][0]}-{result['sb3_spread'][1]})")
+    click.echo(f"  ours  median {result['ours']:7.1f} env steps/s (runs {result['ours_spread'][0]}-{result['ours_spread'][1]})")
+    click.echo(f"  ratio {result['ratio']:.2f}x (ours / SB3, medians; pairs {', '.join(f'{r:.2f}' for r in result['pair_ratios'])})")
+    if as_json:
+        click.echo(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
