@@ -271,6 +271,12 @@ def other_replay(ckpt, run):
     (run / "config.toml").write_text(text.replace("prioritized = false", "prioritized = true"))
 
 
+def other_returns(ckpt, run):
+    text = (run / "config.toml").read_text()
+    assert "n_steps = 3\n" in text
+    (run / "config.toml").write_text(text.replace("n_steps = 3\n", "n_steps = 1\n"))  # other targets, other replay contents
+
+
 def old_layout(ckpt, run):
     for path in (run / "checkpoints").iterdir():
         shutil.rmtree(path)
@@ -288,6 +294,7 @@ def old_layout(ckpt, run):
     (pickled_replay, "replay/actions.npy is not a plain numeric .npy array"),
     (other_network, "has hidden_sizes=(32,), this run's config.toml says (64, 64)"),
     (other_replay, "has prioritized=False, this run's config.toml says True; they must match to resume"),
+    (other_returns, "has n_steps=3, this run's config.toml says 1; they must match to resume"),
     (old_layout, "holds checkpoints of an older version (ckpt-N"),
 ])
 def test_hostile_checkpoint_is_refused_and_nothing_changes(damaged_run, damage, message):
