@@ -37,7 +37,7 @@ from agent.errors import CheckpointError, UserError, command
 from agent.evaluation import evaluate
 from agent.hooks import Evaluate, Hook, Log, RecordVideos, SaveCheckpoints, StopWhen
 from agent.logs import CSV_FIELDS, ProgressLog, trim_progress_csv, trim_tensorboard
-from agent.run_state import LoopState, checkpoint_parts
+from agent.run_state import GlobalRNGs, LoopState, checkpoint_parts
 from agent.schedules import chapter_episode_epsilon, linear
 from agent.signals import StopSignals
 from envs import make_env, obs_signature, reward_threshold
@@ -328,12 +328,15 @@ class Trainer:
     def __init__(self, cfg: DQNConfig, run_dir: str | Path, *, resume: bool = False, keep: int = 3, save_replay: bool = True,
                  env: gym.Env | None = None, eval_env: gym.Env | None = None, finished_ok: bool = False):
         self.stack = contextlib.ExitStack()
+        global_rngs = GlobalRNGs()
+        before = global_rngs.state_dict()  # opening seeds (and a resume restores) Python's and numpy's global generators
         try:
             self.stack.enter_context(run_files.locked(Path(run_dir)))
             self.run = _open_run(cfg, Path(run_dir), self.stack, resume=resume, keep=keep, save_replay=save_replay, env=env, eval_env=eval_env,
                                  finished_ok=finished_ok)
         except BaseException:
             self.stack.close()
+            global_rngs.load_state_dict(before)  # a refused run leaves the caller's global generators as they were
             raise
 
     def __enter__(self) -> Trainer:

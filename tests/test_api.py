@@ -1,6 +1,8 @@
 """The Python API (agent/api.py): build from an id or an instance, learn with callbacks, predict, evaluate, save, load."""
 
 import doctest
+import random
+import shutil
 
 import gymnasium as gym
 import numpy as np
@@ -95,6 +97,16 @@ def test_predict_save_load_and_evaluate(tmp_path):
         assert same.num_env_steps == 800
     with pytest.raises(UserError, match="nothing-here' does not exist"):
         DQN.load(tmp_path / "nothing-here")
+
+    broken = tmp_path / "broken"  # a refused load leaves the caller's global generators as they were
+    shutil.copytree(saved, broken)
+    (max((broken / "checkpoints").iterdir()) / "loop" / "state.json").write_text("{}")
+    random.seed(123)
+    np.random.seed(123)
+    python_state, numpy_state = random.getstate(), np.random.get_state()[1].copy()
+    with pytest.raises(UserError, match="is damaged: loop/state.json"):
+        DQN.load(broken)
+    assert random.getstate() == python_state and (np.random.get_state()[1] == numpy_state).all()
 
 
 def test_a_custom_env_defined_here_trains_saves_and_loads(tmp_path):
