@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gymnasium as gym
 import numpy as np
 
@@ -9,7 +11,12 @@ from agent.episodes import EpisodeRunner
 from agent.policies import AgentPolicy
 
 
-def evaluate(agent, env: gym.Env, episodes: int, epsilon: float = 0.0, seed: int | None = None) -> dict:
+class EvaluationStopped(Exception):
+    """`stop()` said yes in the middle of an evaluation (Ctrl-C): its episodes so far are no result."""
+
+
+def evaluate(agent, env: gym.Env, episodes: int, epsilon: float = 0.0, seed: int | None = None,
+             stop: Callable[[], bool] | None = None) -> dict:
     """Play `episodes` full episodes and report their true returns.
 
     Evaluation draws its exploration from its own RNG (seeded by `seed`), never
@@ -25,12 +32,18 @@ def evaluate(agent, env: gym.Env, episodes: int, epsilon: float = 0.0, seed: int
             is the Atari protocol of Mnih et al. 2015).
         seed: if given, episode i resets with seed `seed + i`, so every
             evaluation of a run starts from the same states.
+        stop: asked before every env step; when it says yes the evaluation
+            ends at once with `EvaluationStopped` (ten Atari games can take
+            minutes, and Ctrl-C should not wait for them).
 
     Returns:
         `{"mean", "std", "min", "max", "returns", "lengths"}`.
     """
     runner = EpisodeRunner(env, AgentPolicy(agent, epsilon, np.random.default_rng(seed)), episodes=episodes, seed=seed, render=False)
-    returns, lengths = runner.run(), runner.lengths
+    for _ in runner:
+        if stop is not None and stop():
+            raise EvaluationStopped(f"stopped after {len(runner.scores)} of {episodes} episodes")
+    returns, lengths = runner.scores, runner.lengths
     r = np.asarray(returns)
     return {
         "mean": float(r.mean()),

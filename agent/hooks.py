@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from agent import run_dir as run_files
+from agent.evaluation import EvaluationStopped
 from agent.logs import ProgressLog
 
 if TYPE_CHECKING:
@@ -39,14 +40,18 @@ def every(period: int, step: int) -> bool:
 
 
 class Evaluate:
-    """Greedy evaluation (epsilon `eval_epsilon`) on the separate eval env; keeps `best_model.keras`."""
+    """Greedy evaluation (epsilon `eval_epsilon`) on the separate eval env; keeps `best_model.keras`.
+    Ctrl-C in the middle of one ends it at once, unrecorded (its curve point is missing after a resume)."""
 
     def __call__(self, run: Run) -> None:
         cfg, s = run.cfg, run.state
         if not (every(cfg.eval_every, s.step) or s.step == cfg.total_steps):
             return None
         with run.evaluating():  # the saving counts as evaluation time too
-            result = run.evaluate(cfg.eval_episodes)
+            try:
+                result = run.evaluate(cfg.eval_episodes)
+            except EvaluationStopped:
+                return None  # Ctrl-C: StopWhen ends the run after this step; an evaluation cut short is not recorded
             if result["mean"] > max((e["mean"] for e in s.evaluations), default=-np.inf):
                 run_files.save_model(run.run_dir, run.agent.online, which="best")  # DQN oscillates: keep its best
         s.last_eval, s.last_eval_step = result, s.step

@@ -34,7 +34,7 @@ from agent.config import DQNConfig
 from agent.demos import load_for_run, training_transitions
 from agent.dqn import DQNAgent, NonFiniteLossError
 from agent.errors import CheckpointError, UserError, command
-from agent.evaluation import evaluate
+from agent.evaluation import EvaluationStopped, evaluate
 from agent.hooks import Evaluate, Hook, Log, RecordVideos, SaveCheckpoints, StopWhen
 from agent.logs import CSV_FIELDS, ProgressLog, trim_progress_csv, trim_tensorboard
 from agent.run_state import GlobalRNGs, LoopState, checkpoint_parts
@@ -177,6 +177,7 @@ class Run:
     solve_return: float | None
     started: float = 0.0  # set when the loop is about to start
     epsilon: float = 1.0  # the exploration rate of the latest env step
+    signals: StopSignals | None = None  # Ctrl-C/SIGTERM while training (set by `Trainer.train`)
 
     def train_seconds(self) -> float:
         """Wall-clock seconds spent acting and learning (evaluations excluded), all sessions."""
@@ -192,8 +193,13 @@ class Run:
             self.state.eval_seconds += time.perf_counter() - t0
 
     def evaluate(self, episodes: int) -> dict:
-        """Greedy episodes (epsilon `eval_epsilon`) on the eval env, the same seeds every time."""
-        return evaluate(self.agent, self.eval_env, episodes, self.cfg.eval_epsilon, seed=self.cfg.seed + 20_000)
+        """Greedy episodes (epsilon `eval_epsilon`) on the eval env, the same seeds every time.
+
+        Raises:
+            EvaluationStopped: Ctrl-C or SIGTERM came during it.
+        """
+        stop = (lambda: self.signals.signum is not None) if self.signals is not None else None
+        return evaluate(self.agent, self.eval_env, episodes, self.cfg.eval_epsilon, seed=self.cfg.seed + 20_000, stop=stop)
 
     def save_checkpoint(self) -> None:
         """checkpoints/step-NNNNNNNNN (written whole or not at all), then model.keras and meta.json."""
@@ -367,6 +373,8 @@ class Trainer:
         with contextlib.ExitStack() as stack:
             stack.callback(lambda: setattr(run.state, "wall_seconds", time.perf_counter() - run.started))
             signals = stack.enter_context(StopSignals())  # Ctrl-C / SIGTERM: finish this env step, save, exit
+            run.signals = signals
+            stack.callback(setattr, run, "signals", None)
             log = stack.enter_context(ProgressLog(run_dir))
             bar = _progress_bar(cfg.total_steps, progress, initial=run.state.step)
             if bar is not None:
@@ -382,7 +390,12 @@ class Trainer:
                 raise TrainingInterrupted(f"{signals.name} at env step {run.state.step:,}: checkpoint {run.store.last_name} saved in {run_dir}; "
                                           f"continue with: {command('train')} --resume {run_dir}", signum=signals.signum)
             if why in ("end", "solved", "time"):
-                return _finish(run)
+                try:
+                    return _finish(run)
+                except EvaluationStopped:
+                    raise TrainingInterrupted(f"{signals.name} during the final evaluation at env step {run.state.step:,}: checkpoint "
+                                              f"{run.store.last_name} is saved in {run_dir}; evaluate it with: {command('train')} --resume {run_dir}",
+                                              signum=signals.signum) from None
             return run.result(final=None)  # paused, or stopped by a hook: resumable from its checkpoint
 
 

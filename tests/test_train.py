@@ -1,6 +1,8 @@
 """train.py end to end: run directories, determinism, learning, and every bad input."""
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from click.testing import CliRunner
 import train as train_cli
 from agent import run_dir as run_files
 from agent.presets import resolve_config
-from agent.training import build_agent, train
+from agent.training import Trainer, TrainingInterrupted, build_agent, train
 from envs import make_env
 
 TINY = dict(total_steps=1_500, learning_starts=500, train_freq=50, gradient_steps=50, eval_every=0,
@@ -121,6 +123,42 @@ def test_a_time_budget_ends_the_run_like_its_last_step_and_a_resume_needs_more_m
     assert code == 0, out
     again = json.loads((run / "eval.json").read_text())
     assert again["env_step"] > done["env_step"] and again["train_seconds"] >= 60 * float(f"{more:.4f}")
+
+
+@pytest.mark.parametrize("final_eval_episodes, fires_in_episode, message", [
+    (0, 1, "Ctrl-C at env step 1,500: checkpoint step-000001500 saved"),  # the evaluation at the last step is the final one
+    (3, 3, "Ctrl-C during the final evaluation at env step 1,500: checkpoint step-000001500 is saved"),  # the hook's 2, then 3 more
+])
+def test_ctrl_c_in_an_evaluation_ends_it_at_once_and_a_resume_evaluates(tmp_path, final_eval_episodes, fires_in_episode, message):
+    import gymnasium as gym
+
+    class CtrlCInAnEpisode(gym.Wrapper):
+        """Sends SIGINT on the 2nd step of its `fires_in_episode`-th episode, and counts the steps after it."""
+
+        resets, steps_after = 0, 0
+
+        def reset(self, **kwargs):
+            type(self).resets += 1
+            self.t = 0
+            return self.env.reset(**kwargs)
+
+        def step(self, action):
+            self.t += 1
+            if type(self).resets == fires_in_episode and self.t == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # the handler of Trainer.train takes it
+            elif type(self).resets > fires_in_episode or (type(self).resets == fires_in_episode and self.t > 2):
+                type(self).steps_after += 1
+            return self.env.step(action)
+
+    cfg = resolve_config(env_id="CartPole-v1").replace(**{**TINY, "final_eval_episodes": final_eval_episodes})  # eval_every=0
+    with Trainer(cfg, tmp_path, eval_env=CtrlCInAnEpisode(make_env("CartPole-v1", seed=1, mode="eval"))) as trainer:
+        with pytest.raises(TrainingInterrupted, match=message):
+            trainer.train()
+    assert CtrlCInAnEpisode.steps_after == 0  # not one more step
+    assert not (tmp_path / "eval.json").exists()
+    result = train(cfg, tmp_path, progress=False, resume=True)
+    assert result.finished and result.env_steps == 1_500 and len(result.final_eval["returns"]) == (final_eval_episodes or 2)
+    assert json.loads((tmp_path / "eval.json").read_text())["env_step"] == 1_500
 
 
 @pytest.mark.parametrize(
