@@ -337,7 +337,8 @@ class FrameReplayBuffer(PrioritizedSampling):
 
         Raises:
             ReplayMemoryError: when the state was made for another capacity,
-                frame shape or stack.
+                frame shape or stack, or its counters contradict each other or
+                the arrays (checked before anything changes).
         """
         layout = (int(state["capacity"]), tuple(int(d) for d in np.asarray(state["frame_shape"])), int(state["stack"]))
         if layout != (self.capacity, self.frame_shape, self.stack):
@@ -345,11 +346,22 @@ class FrameReplayBuffer(PrioritizedSampling):
                 f"replay state is for capacity/frame_shape/stack {layout}, this buffer is "
                 f"{(self.capacity, self.frame_shape, self.stack)}"
             )
+        pos, size, num_links = int(state["pos"]), int(state["size"]), int(state["num_links"])
+        back, has_next = np.asarray(state["back"]), np.asarray(state["has_next"])
+        problems = [
+            f"pos {pos} outside 0..{self.capacity - 1}" if not 0 <= pos < self.capacity else None,
+            f"size {size} outside 0..{self.capacity}" if not 0 <= size <= self.capacity else None,
+            f"pos {pos} with size {size} (a ring that is not full fills from slot 0)" if size < self.capacity and pos != size % self.capacity else None,
+            f"num_links {num_links} where has_next marks {int(np.count_nonzero(has_next))}" if num_links != int(np.count_nonzero(has_next)) else None,
+            f"back holds {int(back.max())}, more than stack - 1 = {self.stack - 1}" if back.size and int(back.max()) > self.stack - 1 else None,
+        ]
+        if any(problems):
+            raise ReplayMemoryError("replay state is inconsistent: " + "; ".join(p for p in problems if p))
         for name in ("frames", "actions", "rewards", "terminated", "back", "has_next"):
             getattr(self, name)[...] = state[name]
-        self.pos = int(state["pos"])
-        self.size = int(state["size"])
-        self.num_links = int(state["num_links"])
+        self.pos = pos
+        self.size = size
+        self.num_links = num_links
         self.open = bool(int(state["open"]))
         if self.size:  # rebuilt from the ring rather than saved twice
             self.last_next_obs[...] = self._stacks(np.array([(self.pos - 1) % self.capacity]))[0]

@@ -205,3 +205,26 @@ def test_state_dict_round_trip_through_npz(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ReplayMemoryError, match="capacity"):
         FrameReplayBuffer(65).load_state_dict(buf.state_dict())
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("pos", 64, "pos 64 outside 0..63"),
+    ("size", 65, "size 65 outside 0..64"),
+    ("pos", 3, "pos 3 with size 41"),
+    ("num_links", 1, "num_links 1 where has_next marks"),
+    ("back", None, "back holds 9, more than stack - 1 = 3"),
+])
+def test_inconsistent_counters_are_refused_before_anything_changes(field, value, message):
+    buf = FrameReplayBuffer(64, seed=7)
+    store(buf, list(random_stack_steps(40)))
+    state = {k: np.copy(v) if isinstance(v, np.ndarray) else v for k, v in buf.state_dict().items()}
+    if field == "back":
+        state["back"][5] = 9
+    else:
+        state[field] = value
+    fresh = FrameReplayBuffer(64, seed=0)
+    before = {k: np.copy(v) if isinstance(v, np.ndarray) else v for k, v in fresh.state_dict().items()}
+    with pytest.raises(ReplayMemoryError, match=message):
+        fresh.load_state_dict(state)
+    after = fresh.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # untouched
