@@ -147,7 +147,7 @@ def observations(env, n: int, seed: int = 0) -> np.ndarray:
 
 
 def run_export(plan: Plan) -> Result:
-    """Convert, load back and compare, then rename into place and write the metadata beside it.
+    """Convert, load back and compare, then write the metadata beside the output and rename the model into place.
 
     Raises:
         UserError: for a damaged model, one made for another env, or an export whose Q-values disagree.
@@ -177,7 +177,9 @@ def run_export(plan: Plan) -> Result:
         if plan.fmt == "onnx":
             meta["input"]["name"], meta["output"]["name"] = onnx_io_names(tmp)
         diff, checked_with = check(tmp, plan.fmt, obs, reference)
-    metadata_path = exported.write_metadata(plan.out, meta)
+        # The metadata goes first (atomically): a failure to write it leaves the old pair as it was, and only the
+        # model's rename into place, a rename within one directory, comes after it.
+        metadata_path = exported.write_metadata(plan.out, meta)
     return Result(plan.out, metadata_path, diff, float(np.abs(reference).max()), checked_with)
 
 
