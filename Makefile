@@ -30,7 +30,7 @@ x11-tools:
 # Fast tests (the default); `make test-all` adds the slow learning checks.
 test: $(STAMP) x11-tools
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-all: $(STAMP) x11-tools
 	$(PY) -m pytest -q -m ''

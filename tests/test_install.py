@@ -56,7 +56,9 @@ def test_wheel_ships_every_preset_and_both_tools(installed, tmp_path):
     out = sh(installed / "python", "-c", code, cwd=tmp_path, env=clean_env()).stdout.split("\n")
     assert str(ROOT) not in out[0], "the checkout, not the installed package, was imported"
     assert out[1].split() == sorted(p.stem for p in (ROOT / "configs").glob("*.toml"))
-    assert (installed / "tfdqn-train").is_file() and (installed / "tfdqn-play").is_file()
+    assert all((installed / f"tfdqn-{tool}").is_file() for tool in ("train", "play", "sweep", "export", "plot"))
+    out = sh(installed / "tfdqn-sweep", "--help", cwd=tmp_path, env=clean_env()).stdout
+    assert "--seeds" in out  # the help needs no Ray; a sweep without it is one line (tests/test_sweep.py)
 
 
 def test_installed_tools_train_with_the_preset_and_play_from_another_directory(installed, tmp_path):

@@ -47,7 +47,7 @@ def test_targets_run_the_documented_commands(tmp_path):
         f"{py} play.py {run} --headless --episodes 1 --record {run}/cartpole.mp4",
     ]
     assert re.fullmatch(rf"{re.escape(py)} train\.py --env CartPole-v1 --run-dir runs/cartpole-\d{{8}}-\d{{6}}", dry_run("train")[0])
-    assert dry_run("test") == [f"{py} -m ruff check .", f"{py} -m pytest -q"]
+    assert dry_run("test") == [f"{py} -m ruff check .", f"{py} -m pytest -q --durations=25"]  # the slowest tests in the log
     assert dry_run("test-all") == [f"{py} -m pytest -q -m ''"]
     assert dry_run("bench") == [f"{py} bench/solve.py --seeds 5"]
 

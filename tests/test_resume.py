@@ -353,7 +353,7 @@ def test_resume_refuses_other_options_and_finished_runs(straight):
 
 # ---------------------------------------------------------------- kills and signals (subprocesses)
 
-KILL_ARGS = ["--env", "CartPole-v1", "--steps", "6000", "--eval-every", "0", "--eval-episodes", "1", "--no-progress",
+KILL_ARGS = ["--env", "CartPole-v1", "--steps", "3000", "--eval-every", "0", "--eval-episodes", "1", "--no-progress",
              "--set", "learning_starts=500", "--set", "train_freq=50", "--set", "gradient_steps=25", "--set", "checkpoint_every=200",
              "--set", "log_every=200", "--set", "replay_capacity=10000", "--set", "jit_compile=false"]
 
@@ -463,18 +463,18 @@ def test_sigkill_sigint_sigterm_then_finish(tmp_path):
     assert proc.returncode == 0, err
     assert seen == sorted(seen) and len(set(seen)) == len(seen), seen
     steps = check_run_dir(run)
-    assert steps == sorted(set(steps)) and steps[-1] == 6_000 and len(steps) == 6_000 // 200
-    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [5_600, 5_800, 6_000]  # --keep 3
+    assert steps == sorted(set(steps)) and steps[-1] == 3_000 and len(steps) == 3_000 // 200
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [2_600, 2_800, 3_000]  # --keep 3
     assert not list((run / "checkpoints").glob(".tmp-*"))
-    assert json.loads((run / "eval.json").read_text())["env_step"] == 6_000
+    assert json.loads((run / "eval.json").read_text())["env_step"] == 3_000
     # the newest checkpoint loads into a fresh agent
-    cfg = resolve_config(env_id="CartPole-v1").replace(total_steps=6_000, replay_capacity=10_000, jit_compile=False)
+    cfg = resolve_config(env_id="CartPole-v1").replace(total_steps=3_000, replay_capacity=10_000, jit_compile=False)
     env = make_env(cfg.env_id, seed=0)
     agent = build_agent(cfg, env)
     loop = LoopState(obs=np.zeros(*obs_signature(env)[:2]))
     store = CheckpointStore(run / "checkpoints")
     store.load(store.latest(), checkpoint_parts(cfg, agent, make_replay(cfg, *obs_signature(env)[:2]), env, loop))
-    assert loop.step == 6_000 and agent.num_updates > 0
+    assert loop.step == 3_000 and agent.num_updates > 0
 
 
 def test_manifest_records_library_versions_and_a_resume_on_others_warns(damaged_run):

@@ -83,8 +83,10 @@ def test_same_seed_same_returns(tmp_path):
     assert (tmp_path / "a" / "progress.csv").read_text().split("\n")[1].split(",")[7] == (tmp_path / "b" / "progress.csv").read_text().split("\n")[1].split(",")[7]
 
 
+@pytest.mark.slow
 def test_short_cartpole_run_learns(tmp_path):
-    """The default preset, 20,000 env steps: the greedy policy must balance well beyond random (~20)."""
+    """The default preset, 20,000 env steps: the greedy policy must balance well beyond random (~20).
+    (Slow tier: the fast tier's API and resume tests train too, but do not judge learning.)"""
     cfg = resolve_config(env_id="CartPole-v1").replace(total_steps=20_000, eval_every=0, checkpoint_every=0)
     result = train(cfg, tmp_path, progress=False)
     assert result.final_eval["mean"] >= 150, result.final_eval
