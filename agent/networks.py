@@ -7,6 +7,8 @@ saved `.keras` file is all `play.py` needs.
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 from keras import ops
@@ -90,16 +92,36 @@ def build_q_network(
     return keras.Model(inputs, q, name=name)
 
 
-class NumpyMLPPolicy:
-    """A numpy copy of an MLP Q-network for acting one step at a time.
+def blas_single_threaded() -> bool:
+    """Whether numpy's OpenBLAS was told to use one thread (`tfquiet.setup()` does so before numpy is imported)."""
+    return os.environ.get("OPENBLAS_NUM_THREADS") == "1"
+
+
+def _conv2d_valid(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, size: tuple[int, int], strides: tuple[int, int], relu: bool) -> np.ndarray:
+    """A 'valid' channels-last Conv2D as one matrix product over the patches: `kernel` is `(kh * kw * C, F)`."""
+    (kh, kw), (sh, sw) = size, strides
+    patches = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # (N, Ho, Wo, C, kh, kw), a view
+    n, ho, wo = patches.shape[:3]
+    columns = patches.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, -1)  # rows in Keras' (kh, kw, C) kernel order: one copy
+    out = (columns @ kernel + bias).reshape(n, ho, wo, -1)
+    return np.maximum(out, 0.0) if relu else out
+
+
+class NumpyPolicy:
+    """A numpy copy of a Q-network (MLP or Nature CNN) for acting one step at a time.
 
     Calling a TF function costs ~0.5 ms here, while the whole 64x64 MLP in
-    numpy costs ~15 us; for CartPole that is most of an env step's time.
-    Refreshed from the online network after each learner call.
+    numpy costs ~15 us; for CartPole that is most of an env step's time. For
+    the Nature CNN the convolutions become one matrix product each over the
+    input's patches (im2col; numpy's BLAS does the work), which for a batch of
+    one costs well under the XLA-compiled TF call (bench/atari_throughput.py
+    reports ms per act). Refreshed from the online network after each learner call.
     """
 
     def __init__(self, model: keras.Model):
         self.model = model
+        # Patches of a CNN's input take kh * kw times its memory: large batches (predict, export checks) go to TF.
+        self.max_batch = 8 if any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers) else None
         self.refresh()
 
     @staticmethod
@@ -110,6 +132,12 @@ class NumpyMLPPolicy:
                     return False
             elif isinstance(layer, keras.layers.Activation):
                 if layer.activation is not keras.activations.relu:
+                    return False
+            elif isinstance(layer, keras.layers.Conv2D):
+                if not blas_single_threaded():  # else numpy's spinning BLAS threads slow the TF update more than acting gains
+                    return False
+                if not (layer.padding == "valid" and layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1)
+                        and layer.groups == 1 and layer.activation in (keras.activations.relu, keras.activations.linear)):
                     return False
             elif isinstance(layer, keras.layers.LayerNormalization):
                 if not (layer.center and layer.scale and tuple(layer.axis) in ((-1,), (len(layer.input.shape) - 1,))):
@@ -125,6 +153,11 @@ class NumpyMLPPolicy:
                 self.steps.append(("scale", float(layer.scale)))
             elif isinstance(layer, keras.layers.Flatten):
                 self.steps.append(("flatten", None))
+            elif isinstance(layer, keras.layers.Conv2D):
+                kernel, bias = (np.asarray(w) for w in layer.get_weights())
+                kh, kw, channels, filters = kernel.shape
+                self.steps.append(("conv", (kernel.reshape(kh * kw * channels, filters), bias, (kh, kw), tuple(layer.strides),
+                                            layer.activation is keras.activations.relu)))
             elif isinstance(layer, keras.layers.Dense):
                 kernel, bias = (np.asarray(w) for w in layer.get_weights())
                 self.steps.append(("dense", (kernel, bias, layer.activation is keras.activations.relu)))
@@ -145,6 +178,8 @@ class NumpyMLPPolicy:
                 x = x * params
             elif kind == "flatten":
                 x = x.reshape(len(x), -1)
+            elif kind == "conv":
+                x = _conv2d_valid(x, *params)
             elif kind == "dense":
                 kernel, bias, relu = params
                 x = x @ kernel + bias

@@ -96,6 +96,23 @@ def test_numpy_acting_matches_the_network():
         np.testing.assert_allclose(agent.q_values(obs), agent.online(obs).numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dueling", [False, True])
+def test_numpy_acting_matches_the_nature_cnn(dueling):
+    """The numpy copy (im2col convolutions) gives the Keras model's Q-values on uint8 frame stacks; big batches go to TF."""
+    from agent.networks import NumpyPolicy
+
+    cfg = DQNConfig(env_id="ALE/Breakout-v5", network="nature_cnn", dueling=dueling, jit_compile=False)
+    agent = DQNAgent((84, 84, 4), np.uint8, 4, cfg, seed=3)
+    assert isinstance(agent._numpy_policy, NumpyPolicy) and agent._numpy_policy.max_batch == 8
+    rng = np.random.default_rng(9)
+    agent.set_online_weights([w + rng.normal(0, 0.01, w.shape).astype(w.dtype) for w in agent.online.get_weights()])  # biases too
+    frames = rng.integers(0, 256, size=(12, 84, 84, 4), dtype=np.uint8)
+    expected = agent.online(frames).numpy()
+    np.testing.assert_allclose(agent._numpy_policy.q_values(frames[:3]), expected[:3], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(agent.q_values(frames[:1]), expected[:1], rtol=1e-4, atol=1e-5)  # acting: numpy
+    np.testing.assert_allclose(agent.q_values(frames), expected, rtol=1e-4, atol=1e-5)  # 12 > 8: TF
+
+
 class ScriptedRng:
     """Hands `act` the uniform draws and random actions a test chose, so which rows explore is known."""
 

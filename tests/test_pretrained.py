@@ -26,7 +26,7 @@ def test_pretrained_cartpole_plays_500_on_ten_greedy_episodes():
     import numpy as np
 
     from agent.episodes import EpisodeRunner
-    from agent.networks import NumpyMLPPolicy
+    from agent.networks import NumpyPolicy
     from agent.policies import QPolicy
     from agent.run_dir import load_config, load_model
     from envs import make_env
@@ -35,8 +35,8 @@ def test_pretrained_cartpole_plays_500_on_ten_greedy_episodes():
     cfg = load_config(path)
     model = load_model(path)  # Keras safe mode, as play.py loads it
     env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval")
-    assert NumpyMLPPolicy.supports(model)  # the numpy forward pass DQNAgent acts with (a TF call per step costs ~2 ms here)
-    numpy_policy = NumpyMLPPolicy(model)
+    assert NumpyPolicy.supports(model)  # the numpy forward pass DQNAgent acts with (a TF call per step costs ~2 ms here)
+    numpy_policy = NumpyPolicy(model)
     runner = EpisodeRunner(env, QPolicy(numpy_policy.q_values, 2, epsilon=0.0), episodes=10, seed=cfg.seed + 20_000, render=False)
     seen = [view.obs for view in runner]
     env.close()
