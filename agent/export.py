@@ -34,6 +34,7 @@ import click
 import numpy as np
 
 from agent import exported
+from agent.files import atomic_write_bytes
 from agent.errors import UserError, cli_errors, command
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -172,14 +173,25 @@ def run_export(plan: Plan) -> Result:
     finally:
         env.close()
     reference = np.asarray(model(obs, training=False))
-    with staged(plan.out, directory=plan.fmt == "saved_model") as tmp:
-        convert(model, tmp, plan.fmt)
-        if plan.fmt == "onnx":
-            meta["input"]["name"], meta["output"]["name"] = onnx_io_names(tmp)
-        diff, checked_with = check(tmp, plan.fmt, obs, reference)
-        # The metadata goes first (atomically): a failure to write it leaves the old pair as it was, and only the
-        # model's rename into place, a rename within one directory, comes after it.
-        metadata_path = exported.write_metadata(plan.out, meta)
+    json_path = exported.metadata_path(plan.out)
+    previous_json = json_path.read_bytes() if json_path.is_file() else None
+    metadata_path = None
+    try:
+        with staged(plan.out, directory=plan.fmt == "saved_model") as tmp:
+            convert(model, tmp, plan.fmt)
+            if plan.fmt == "onnx":
+                meta["input"]["name"], meta["output"]["name"] = onnx_io_names(tmp)
+            diff, checked_with = check(tmp, plan.fmt, obs, reference)
+            # The metadata goes first (atomically), then the model's rename into place; should that fail, the
+            # previous metadata is put back, so the model and its .json always belong together.
+            metadata_path = exported.write_metadata(plan.out, meta)
+    except BaseException:
+        if metadata_path is not None:
+            if previous_json is None:
+                json_path.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(json_path, previous_json)
+        raise
     return Result(plan.out, metadata_path, diff, float(np.abs(reference).max()), checked_with)
 
 
@@ -294,7 +306,12 @@ def staged(path: Path, *, directory: bool) -> Iterator[Path]:
         if path.exists():  # --force: the old one goes only once the new one is in place
             aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
             os.rename(path, aside)
-        os.rename(tmp, path)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            if aside is not None:
+                os.rename(aside, path)  # the old one back where it was
+            raise
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
     except BaseException:

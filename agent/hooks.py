@@ -113,7 +113,8 @@ def record_video(agent, cfg, path: Path) -> list[float]:
 class RecordVideos:
     def __call__(self, run: Run) -> None:
         if every(run.cfg.record_every, run.state.step):
-            record_video(run.agent, run.cfg, run.run_dir / "videos" / f"step-{run.state.step:09d}.mp4")
+            with run.evaluating():  # an evaluation episode: not training time (train_minutes)
+                record_video(run.agent, run.cfg, run.run_dir / "videos" / f"step-{run.state.step:09d}.mp4")
         return None
 
 

@@ -7,6 +7,7 @@ saved `.keras` file is all `play.py` needs.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import keras
@@ -92,9 +93,18 @@ def build_q_network(
     return keras.Model(inputs, q, name=name)
 
 
+@functools.cache
+def _numpy_blas_name() -> str:
+    try:
+        return str(np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]).lower()
+    except Exception:  # a numpy that cannot say
+        return ""
+
+
 def blas_single_threaded() -> bool:
-    """Whether numpy's OpenBLAS was told to use one thread (`tfquiet.setup()` does so before numpy is imported)."""
-    return os.environ.get("OPENBLAS_NUM_THREADS") == "1"
+    """Whether numpy's BLAS is OpenBLAS told to use one thread (`tfquiet.setup()` does so before numpy is imported).
+    Other BLAS builds (MKL, Apple's Accelerate) are not assumed to honour it."""
+    return os.environ.get("OPENBLAS_NUM_THREADS") == "1" and "openblas" in _numpy_blas_name()
 
 
 def _conv2d_valid(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, size: tuple[int, int], strides: tuple[int, int], relu: bool) -> np.ndarray:
@@ -127,6 +137,8 @@ class NumpyPolicy:
     @staticmethod
     def supports(model: keras.Model) -> bool:
         for layer in model.layers:
+            if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)) and not layer.use_bias:
+                return False  # refresh() reads (kernel, bias) pairs
             if isinstance(layer, keras.layers.Dense):
                 if layer.activation not in (keras.activations.relu, keras.activations.linear):
                     return False

@@ -221,6 +221,8 @@ def plan(spec: SweepSpec) -> list[Trial]:
     for key in [*spec.overrides, *spec.grid]:
         if key in OWN_FIELDS:
             raise UserError(f"the sweep sets {key} itself; use {OWN_FIELDS[key]} instead of --set/--grid {key}")
+        if key == "train_minutes":
+            raise UserError("a sweep compares trials at equal env steps (--steps); train_minutes would end them at different ones")
     both = sorted(set(spec.overrides) & set(spec.grid))
     if both:
         raise UserError(f"{both[0]} is given by both --set and --grid; keep one")

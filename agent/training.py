@@ -17,6 +17,7 @@ step, with a checkpoint.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import sys
 import time
@@ -364,7 +365,8 @@ class Trainer:
                 (a reason they return stops training like a pause does).
         """
         run = self.run
-        if total_steps is not None and total_steps != run.cfg.total_steps:
+        extends = total_steps is not None and total_steps != run.cfg.total_steps
+        if extends:
             run.cfg = run.cfg.replace(total_steps=total_steps)
             run.parts = checkpoint_parts(run.cfg, run.agent, run.replay, run.env, run.state, with_replay="replay" in run.parts)
             run_files.save_config(run.run_dir, run.cfg)
@@ -381,7 +383,9 @@ class Trainer:
                 stack.callback(bar.close)
             builtin = [Evaluate(), Log(log, bar, run.state.step), SaveCheckpoints(), RecordVideos(), StopWhen(signals, pause_at)]
             try:
-                why = run_loop(run, [*builtin, *hooks])
+                # A run stopped in its final evaluation (Ctrl-C) resumes straight into it; one asked to go further trains on.
+                why = None if extends else _ended_awaiting_final_eval(run)
+                why = why or run_loop(run, [*builtin, *hooks])
                 run.save_checkpoint()  # the state training ended in: a resume continues from here
             except NonFiniteLossError as e:
                 kept = f"the last good checkpoint ({run.store.last_name}) is kept in {run_dir}" if run.store.last_step is not None else "no checkpoint had been saved yet"
@@ -431,12 +435,14 @@ def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, res
             raise CheckpointError(f"{where}: the step counters disagree")
         if state.step > cfg.total_steps:
             raise UserError(f"the checkpoint is at env step {state.step:,}, beyond total_steps={cfg.total_steps:,}; pass --steps {state.step} or more")
-        if state.step == cfg.total_steps and (run_dir / "eval.json").exists() and not finished_ok:
-            raise UserError(f"{run_dir} finished its {cfg.total_steps:,} env steps; pass --steps N (more than {cfg.total_steps:,}) to train longer")
-        trained_minutes = (state.wall_seconds - state.eval_seconds) / 60.0
-        if cfg.train_minutes is not None and trained_minutes >= cfg.train_minutes and (run_dir / "eval.json").exists() and not finished_ok:
-            raise UserError(f"{run_dir} spent its budget of {cfg.train_minutes:g} minutes of training ({trained_minutes:.2f} trained); "
-                            f"pass --minutes M (more than {trained_minutes:.2f}) to train longer")
+        final = _final_eval_of(run_dir, state.step)  # eval.json of a run that ended in this very state
+        if final is not None and not finished_ok:
+            if state.step >= cfg.total_steps:
+                raise UserError(f"{run_dir} finished its {cfg.total_steps:,} env steps; pass --steps N (more than {cfg.total_steps:,}) to train longer")
+            trained_minutes = float(final.get("train_seconds", state.wall_seconds - state.eval_seconds)) / 60.0
+            if cfg.train_minutes is not None and trained_minutes >= cfg.train_minutes:
+                raise UserError(f"{run_dir} spent its budget of {cfg.train_minutes:g} minutes of training ({trained_minutes:.2f} trained); "
+                                f"pass --minutes M (more than {trained_minutes:.2f}) to train longer")
         if "replay" not in loaded:
             print(f"warning: {where} was saved without its replay memory (--no-save-replay); "
                   "learning restarts from an empty buffer", file=sys.stderr)
@@ -455,6 +461,29 @@ def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, res
     run_files.save_config(run_dir, cfg)
     run.started = time.perf_counter() - state.wall_seconds  # wall time counts on across sessions
     return run
+
+
+def _ended_awaiting_final_eval(run: Run) -> str | None:
+    """Why the run already ended ("end", "solved", "time") if it did so without writing its final eval.json; else None."""
+    cfg, s = run.cfg, run.state
+    if _final_eval_of(run.run_dir, s.step) is not None:
+        return None  # finished and evaluated: a resume allowed to go on trains on
+    if s.step >= cfg.total_steps:
+        return "end"
+    if cfg.stop_on_solve and s.solved_at is not None and s.solved_at == s.step:
+        return "solved"
+    if cfg.train_minutes is not None and run.train_seconds() >= 60.0 * cfg.train_minutes:
+        return "time"
+    return None
+
+
+def _final_eval_of(run_dir: Path, step: int) -> dict | None:
+    """eval.json if the run's final evaluation was written at env step `step` (an older one, or none: None)."""
+    try:
+        final = json.loads((run_dir / "eval.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return final if isinstance(final, dict) and final.get("env_step") == step else None
 
 
 def _meta_checkpoint(run_dir: Path) -> str | None:

@@ -355,6 +355,8 @@ class FrameReplayBuffer(PrioritizedSampling):
             f"num_links {num_links} where has_next marks {int(np.count_nonzero(has_next))}" if num_links != int(np.count_nonzero(has_next)) else None,
             f"back holds {int(back.max())}, more than stack - 1 = {self.stack - 1}" if back.size and int(back.max()) > self.stack - 1 else None,
         ]
+        problems += [f"{name} has shape {np.shape(state[name])}, this buffer's is {getattr(self, name).shape}"
+                     for name in ("frames", "actions", "rewards", "terminated", "back", "has_next") if np.shape(state[name]) != getattr(self, name).shape]
         if any(problems):
             raise ReplayMemoryError("replay state is inconsistent: " + "; ".join(p for p in problems if p))
         for name in ("frames", "actions", "rewards", "terminated", "back", "has_next"):

@@ -97,9 +97,12 @@ def test_numpy_acting_matches_the_network():
 
 
 @pytest.mark.parametrize("dueling", [False, True])
-def test_numpy_acting_matches_the_nature_cnn(dueling):
+def test_numpy_acting_matches_the_nature_cnn(dueling, monkeypatch):
     """The numpy copy (im2col convolutions) gives the Keras model's Q-values on uint8 frame stacks; big batches go to TF."""
+    from agent import networks
     from agent.networks import NumpyPolicy
+
+    monkeypatch.setattr(networks, "blas_single_threaded", lambda: True)  # whatever BLAS threads this shell asked for
 
     cfg = DQNConfig(env_id="ALE/Breakout-v5", network="nature_cnn", dueling=dueling, jit_compile=False)
     agent = DQNAgent((84, 84, 4), np.uint8, 4, cfg, seed=3)

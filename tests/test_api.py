@@ -109,6 +109,16 @@ def test_predict_save_load_and_evaluate(tmp_path):
     assert random.getstate() == python_state and (np.random.get_state()[1] == numpy_state).all()
 
 
+def test_a_spent_time_budget_is_refused_in_one_line(tmp_path):
+    with DQN("CartPole-v1", seed=0, run_dir=tmp_path / "run", **{**FAST, "train_minutes": 0.001}) as model:  # 0.06 s
+        model.learn(5_000)
+        ended = model.num_env_steps
+        assert 0 < ended < 5_000 and model.last_result.finished
+        with pytest.raises(UserError, match=r"spent its training budget, train_minutes=0.001; .* --minutes M"):
+            model.learn(1_000)
+        assert model.num_env_steps == ended and model.config.total_steps == 5_000  # the refused call changed nothing
+
+
 def test_a_custom_env_defined_here_trains_saves_and_loads(tmp_path):
     with DQN(Corridor(), seed=0, run_dir=tmp_path / "corridor", **{**FAST, "total_steps": 10_000}) as model:
         assert model.config.env_id == "custom/Corridor" and model.config.network == "mlp"

@@ -208,6 +208,32 @@ def test_cli_default_out_refuses_to_overwrite_and_force_replaces(runs, tmp_path)
     assert sorted(p.name for p in (run / "export").iterdir()) == ["saved_model", "saved_model.json"]  # no temporary or set-aside copy left
 
 
+def test_a_model_that_cannot_be_renamed_into_place_leaves_the_previous_pair(runs, tmp_path, monkeypatch):
+    import agent.export
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.toml", "meta.json", "model.keras"):
+        (run / name).write_bytes((runs["mlp"] / name).read_bytes())
+    assert invoke(run, "--format", "saved_model").exit_code == 0
+    out, json_file = run / "export" / "saved_model", run / "export" / "saved_model.json"
+    json_file.write_text(json_file.read_text().replace('"format_version"', '"format_version_marker": 1, "format_version"'))
+    before_json, before_model = json_file.read_bytes(), (out / "saved_model.pb").stat().st_ino
+    real_rename = os.rename
+
+    def failing_rename(src, dst):
+        if Path(dst) == out and Path(src).name.endswith(".tmp"):  # the new model into place; putting the old one back works
+            raise OSError(28, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(agent.export.os, "rename", failing_rename)
+    result = invoke(run, "--format", "saved_model", "--force")
+    assert result.exit_code != 0
+    assert json_file.read_bytes() == before_json  # the metadata written for the new model was taken back
+    assert (out / "saved_model.pb").stat().st_ino == before_model  # and the old model is where it was
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["saved_model", "saved_model.json"]
+
+
 @pytest.mark.parametrize("args, words", [
     (["{missing}", "--format", "tflite"], ["does not exist"]),
     (["{run}", "--format", "pytorch"], ["unknown format 'pytorch'", "saved_model, tflite, onnx"]),

@@ -114,6 +114,7 @@ def closed_port() -> int:
     (["--env", "MountainCarContinuous-v0"], "DQN needs discrete actions"),
     (["--set", "seed=3"], "use --seeds/--first-seed"),
     (["--grid", "total_steps=100,200"], "use --steps"),
+    (["--set", "train_minutes=5"], "a sweep compares trials at equal env steps"),
     (["--seeds", "0"], "--seeds must be >= 1"),
     (["--budget", "4"], "add --search"),
     (["--search", "--budget", "2"], "give at least one --grid"),

@@ -50,11 +50,12 @@ def summarize(ours: list[float], sb3: list[float]) -> dict:
     }
 
 
-def cpu_description() -> dict:
-    """The CPU model and the vector instructions that decide these figures (from /proc/cpuinfo)."""
+def cpu_description(cpuinfo: str | None = None) -> dict:
+    """The CPU model and the vector instructions that decide these figures (from /proc/cpuinfo, or the text given)."""
     model, flags = "unknown", set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+        for line in text.splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name" and model == "unknown":
                 model = value.strip()
