@@ -45,7 +45,7 @@ class Evaluate:
 
     def __call__(self, run: Run) -> None:
         cfg, s = run.cfg, run.state
-        if not (every(cfg.eval_every, s.step) or s.step == cfg.total_steps):
+        if not (every(cfg.eval_every, s.step) or s.step == cfg.total_steps or run.out_of_time()):  # the run's last step: its curve ends there
             return None
         with run.evaluating():  # the saving counts as evaluation time too
             try:
@@ -132,6 +132,6 @@ class StopWhen:
             return "pause"
         if run.cfg.stop_on_solve and run.state.solved_at == run.state.step:  # solved at this evaluation (a later run goes on)
             return "solved"
-        if run.cfg.train_minutes is not None and run.train_seconds() >= 60.0 * run.cfg.train_minutes:
+        if run.out_of_time():
             return "time"
         return None

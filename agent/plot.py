@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
+import json
 from pathlib import Path
 
 import click
@@ -110,17 +111,34 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, *, labels: list[str] 
                     ax.fill_between(steps[has_eval], mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
             elif has_train.any():
                 ax.lines[-1].set_label(f"{label} (training only)")
+            final = _final_eval(run_dirs[i])
+            logged = has_eval.any() and steps[has_eval][-1] == final[0] and np.isclose(run["eval_return_mean"][has_eval][-1], final[1]) if final else False
+            if final is not None and not logged:
+                ax.errorbar([final[0]], [final[1]], yerr=[final[2]], color=color, marker="*", markersize=9, capsize=3, linewidth=1)
         ax.set_xlabel("env steps")
         ax.set_ylabel("return")
         ax.set_title(title or ", ".join(sorted({_env_id(d) for d in run_dirs})))
         ax.grid(alpha=0.3)
         ax.plot([], [], color="gray", alpha=0.35, label=f"training return (mean of last episodes, smoothed over {window} rows)")
         ax.plot([], [], color="gray", marker="o", markersize=3.5, label="evaluation return (greedy, +/- std)")
+        if any(_final_eval(d) is not None for d in run_dirs):
+            ax.plot([], [], color="gray", marker="*", markersize=9, linestyle="none", label="final evaluation (eval.json, +/- std)")
         ax.legend(fontsize=8, loc="best")
         _save(fig, out)
     finally:
         plt.close(fig)
     return out
+
+
+def _final_eval(run_dir: str | Path) -> tuple[float, float, float] | None:
+    """(env step, mean, std) of the run's final evaluation in eval.json, if readable. It is drawn on its own when
+    progress.csv does not end with it (a run stopped by train_minutes before that was logged, or a final
+    evaluation with more episodes than the periodic ones)."""
+    try:
+        final = json.loads((Path(run_dir) / "eval.json").read_text())
+        return float(final["env_step"]), float(final["mean"]), float(final["std"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _save(fig, out: Path) -> None:

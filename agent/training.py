@@ -179,10 +179,20 @@ class Run:
     started: float = 0.0  # set when the loop is about to start
     epsilon: float = 1.0  # the exploration rate of the latest env step
     signals: StopSignals | None = None  # Ctrl-C/SIGTERM while training (set by `Trainer.train`)
+    _out_of_time_at: tuple[int, bool] | None = None  # (env step, out of time) for `out_of_time`
 
     def train_seconds(self) -> float:
         """Wall-clock seconds spent acting and learning (evaluations excluded), all sessions."""
         return time.perf_counter() - self.started - self.state.eval_seconds
+
+    def out_of_time(self) -> bool:
+        """Whether `train_minutes` is spent, decided once per env step, so that the evaluation hook (which then
+        evaluates, as at the last step) and the stop hook agree even when a checkpoint in between takes seconds."""
+        if self.cfg.train_minutes is None:
+            return False
+        if self._out_of_time_at is None or self._out_of_time_at[0] != self.state.step:
+            self._out_of_time_at = (self.state.step, self.train_seconds() >= 60.0 * self.cfg.train_minutes)
+        return self._out_of_time_at[1]
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import json
 from pathlib import Path
 
 import cv2
@@ -73,14 +74,18 @@ def test_cli_draws_each_runs_curves_into_a_png(runs, tmp_path, monkeypatch):
     (ax,) = figures[0].axes
     assert ax.get_title() == "CartPole-v1" and ax.get_xlabel() == "env steps" and ax.get_ylabel() == "return"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "seed 0", "seed 1", "training return (mean of last episodes, smoothed over 3 rows)", "evaluation return (greedy, +/- std)"]
+        "seed 0", "seed 1", "training return (mean of last episodes, smoothed over 3 rows)", "evaluation return (greedy, +/- std)",
+        "final evaluation (eval.json, +/- std)"]  # these runs' final evaluations have more episodes than the logged ones
     for i, run in enumerate(runs):
         data = plot.read_progress(run)
         colour = matplotlib.colors.to_hex(f"C{i}")
         lines = [line for line in ax.lines if line.get_xydata().size and matplotlib.colors.to_hex(line.get_color()) == colour]
         evals = [line for line in lines if line.get_marker() == "o"]
-        trains = [line for line in lines if line.get_marker() != "o"]
-        assert len(evals) == len(trains) == 1
+        trains = [line for line in lines if line.get_marker() in ("None", "", None)]
+        finals = [line for line in lines if line.get_marker() == "*"]
+        assert len(evals) == len(trains) == len(finals) == 1
+        final = json.loads((run / "eval.json").read_text())
+        assert finals[0].get_xdata().tolist() == [final["env_step"]] and finals[0].get_ydata().tolist() == [final["mean"]]
         assert evals[0].get_label() == f"seed {i}"
         assert evals[0].get_xdata().tolist() == [500, 1000, 1500]
         evaluated = np.isfinite(data["eval_return_mean"])
@@ -89,7 +94,7 @@ def test_cli_draws_each_runs_curves_into_a_png(runs, tmp_path, monkeypatch):
         np.testing.assert_array_equal(trains[0].get_xdata(), data["env_step"][trained])
         np.testing.assert_allclose(trains[0].get_ydata(), plot.smooth(data["train_return_mean"], 3)[trained])
         assert trains[0].get_alpha() == 0.35
-    assert len(ax.collections) == 2  # one std band per run
+    assert len([c for c in ax.collections if type(c).__name__ != "LineCollection"]) == 2  # one std band per run (the final's error bars are lines)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = cv2.imread(str(out))
     assert image.shape == (450, 800, 3)

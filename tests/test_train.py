@@ -115,6 +115,10 @@ def test_a_time_budget_ends_the_run_like_its_last_step_and_a_resume_needs_more_m
     assert "or 0.02 minutes of training" in out and "final eval" in out
     done = json.loads((run / "eval.json").read_text())
     assert 0 < done["env_step"] < 1_000_000 and done["train_seconds"] >= 1.2
+    import csv
+    with (run / "progress.csv").open() as f:
+        evaluated = [row for row in csv.DictReader(f) if row["eval_return_mean"]]
+    assert int(evaluated[-1]["env_step"]) == done["env_step"]  # the curve ends with the evaluation the run ended with
     assert run_files.load_config(run).train_minutes == 0.02
     before = (run / "eval.json").read_bytes()
     code, out = cli("--resume", str(run))
