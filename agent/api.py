@@ -205,8 +205,8 @@ class DQN:
         if callback is not None and (not isinstance(callback_every, numbers.Integral) or callback_every < 1):
             raise UserError(f"callback_every must be a positive number of env steps, got {callback_every!r}")
         hooks = [_CallbackHook(callback, int(callback_every))] if callback is not None else []
-        budget, state = self.config.train_minutes, self.trainer.run.state
-        if env_steps and budget is not None and state.wall_seconds - state.eval_seconds >= 60.0 * budget:
+        budget = self.config.train_minutes
+        if env_steps and budget is not None and self.trainer.run.state.train_seconds >= 60.0 * budget:
             raise UserError(f"this run has spent its training budget, train_minutes={budget:g}; to train on, resume it with "
                             f"`train.py --resume {self.run_dir} --minutes M` (M > {budget:g})")
         try:

@@ -66,6 +66,11 @@ class LoopState:
     wall_seconds: float = 0.0
     eval_seconds: float = 0.0
 
+    @property
+    def train_seconds(self) -> float:
+        """Seconds spent acting and learning (evaluations excluded), as of the last save; the budget `train_minutes` counts."""
+        return self.wall_seconds - self.eval_seconds
+
     def count_games(self, *infos: dict) -> None:
         """Count the real game ends that `infos` report (`info["episode"]`, from RecordEpisodeStatistics).
 

@@ -449,7 +449,7 @@ def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, res
         if final is not None and not finished_ok:
             if state.step >= cfg.total_steps:
                 raise UserError(f"{run_dir} finished its {cfg.total_steps:,} env steps; pass --steps N (more than {cfg.total_steps:,}) to train longer")
-            trained_minutes = float(final.get("train_seconds", state.wall_seconds - state.eval_seconds)) / 60.0
+            trained_minutes = float(final.get("train_seconds", state.train_seconds)) / 60.0
             if cfg.train_minutes is not None and trained_minutes >= cfg.train_minutes:
                 raise UserError(f"{run_dir} spent its budget of {cfg.train_minutes:g} minutes of training ({trained_minutes:.2f} trained); "
                                 f"pass --minutes M (more than {trained_minutes:.2f}) to train longer")
@@ -482,7 +482,7 @@ def _ended_awaiting_final_eval(run: Run) -> str | None:
         return "end"
     if cfg.stop_on_solve and s.solved_at is not None and s.solved_at == s.step:
         return "solved"
-    if cfg.train_minutes is not None and run.train_seconds() >= 60.0 * cfg.train_minutes:
+    if run.out_of_time():
         return "time"
     return None
 
