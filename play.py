@@ -50,11 +50,14 @@ def main(**options) -> None:
 
     run = options["run_dir"]
     options["model"] = run if run is not None and file_format(run) else None
+    import tfquiet
+
     if options["model"] is not None:
         options["run_dir"] = None  # an exported model: LiteRT or ONNX Runtime plays it, TensorFlow is never imported
+        tfquiet.set_environment()
+    elif options["human"] or options["agent"] == "random":
+        tfquiet.set_environment()  # no network plays: TensorFlow is not imported, and the window opens in a second
     else:
-        import tfquiet
-
         tfquiet.setup()
     from agent.viewer import ViewOptions, play
 

@@ -77,6 +77,7 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
         from agent import run_dir as run_files
 
         cfg = run_files.load_config(resume_dir)  # validated field by field
+        run_files.check_not_in_use(resume_dir)  # refused in a second, before TensorFlow loads (the lock is taken later)
         changes = {k: v for k, v in (("total_steps", steps), ("train_minutes", minutes), ("checkpoint_every", checkpoint_every)) if v is not None}
         cfg = config_lib.from_dict(changes, base=cfg, source="--resume")
     else:

@@ -74,7 +74,7 @@ def test_train_with_demos_and_a_pretrained_torso(cartpole_demos, tmp_path):
     out = CliRunner().invoke(classic_cli, ["pretrain", str(path), "--out", str(torso), "--epochs", "1", "--layer-norm"])
     assert out.exit_code == 0, out.output
     run = tmp_path / "run"
-    code, out = cli("--steps", "600", "--set", "learning_starts=200", "--eval-episodes", "1", "--demos", str(path),
+    code, out = cli("--steps", "600", "--set", "learning_starts=200", "--eval-episodes", "1", "--set", "final_eval_episodes=1", "--demos", str(path),
                     "--init-from", str(torso), "--run-dir", str(run))
     assert code == 0, out
     assert f'demos = "{path}"' in (run / "config.toml").read_text()

@@ -47,7 +47,7 @@ def run_dir(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("run")
     cfg = resolve_config(env_id="CartPole-v1", overrides={
-        "total_steps": 1200, "learning_starts": 500, "eval_every": 0, "eval_episodes": 1,
+        "total_steps": 1200, "learning_starts": 500, "eval_every": 0, "eval_episodes": 1, "final_eval_episodes": 1,
         "checkpoint_every": 0, "log_every": 400, "jit_compile": False,
     })
     train(cfg, path, progress=False)
@@ -228,6 +228,17 @@ def test_interrupted_recording_leaves_a_playable_file(tmp_path):
     frames = read_video(out)
     assert len(frames) == 30 and frames[0].shape == (400, CARTPOLE_HUD_SIZE[0], 3)
     assert_not_blank(frames[-1])
+
+
+def test_random_play_starts_without_tensorflow():
+    """No network plays, so TensorFlow (seconds to import) never loads: the random agent starts at once."""
+    code = ("import sys, play; sys.argv = ['play.py', '--env', 'CartPole-v1', '--agent', 'random', '--headless', '--episodes', '1']\n"
+            "try:\n    play.main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('heavy modules loaded:', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\nsys.exit(code)")
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "episode 1:" in proc.stdout and "heavy modules loaded: []" in proc.stdout, proc.stdout
 
 
 def test_sigint_leaves_a_playable_file(tmp_path):

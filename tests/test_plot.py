@@ -24,7 +24,7 @@ def runs(tmp_path_factory) -> list[Path]:
     for seed in (0, 1):
         path = tmp_path_factory.mktemp(f"run{seed}")
         cfg = resolve_config(env_id="CartPole-v1", overrides={
-            "seed": seed, "total_steps": 1500, "learning_starts": 500, "eval_every": 500, "eval_episodes": 2,
+            "seed": seed, "total_steps": 1500, "learning_starts": 500, "eval_every": 500, "eval_episodes": 2, "final_eval_episodes": 5,
             "checkpoint_every": 0, "log_every": 250, "jit_compile": False,
         })
         train(cfg, path, progress=False)

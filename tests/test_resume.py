@@ -30,7 +30,7 @@ from replay import FrameReplayBuffer, ReplayBuffer
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(total_steps=2_000, learning_starts=500, train_freq=50, gradient_steps=50, eval_every=1_000,
-            eval_episodes=2, checkpoint_every=1_000, log_every=250, replay_capacity=5_000)
+            eval_episodes=2, final_eval_episodes=3, checkpoint_every=1_000, log_every=250, replay_capacity=5_000)
 SAME_COLUMNS = ["env_step", "episodes", "updates", "epsilon", "train_return_mean", "loss", "q_mean",
                 "eval_return_mean", "eval_return_std"]  # all but the clocks
 
@@ -211,7 +211,8 @@ def damaged_run(straight, tmp_path):
 
 
 def resume_cli(run, *args):
-    result = CliRunner().invoke(train_cli.main, ["--resume", str(run), "--steps", "3000", "--no-progress", *args])
+    """Resume the 2,000-step run for 250 more env steps: enough to show it runs, quick enough to test many damages."""
+    result = CliRunner().invoke(train_cli.main, ["--resume", str(run), "--steps", "2250", "--no-progress", *args])
     return result.exit_code, result.stderr
 
 
@@ -355,7 +356,7 @@ def test_resume_refuses_other_options_and_finished_runs(straight):
 
 KILL_ARGS = ["--env", "CartPole-v1", "--steps", "3000", "--eval-every", "0", "--eval-episodes", "1", "--no-progress",
              "--set", "learning_starts=500", "--set", "train_freq=50", "--set", "gradient_steps=25", "--set", "checkpoint_every=200",
-             "--set", "log_every=200", "--set", "replay_capacity=10000", "--set", "jit_compile=false"]
+             "--set", "log_every=200", "--set", "replay_capacity=10000", "--set", "jit_compile=false", "--set", "final_eval_episodes=2"]
 
 
 def launch(*args, delay=None):

@@ -98,7 +98,7 @@ def cartpole_run(tmp_path_factory) -> Path:
     from agent.training import train
 
     path = tmp_path_factory.mktemp("cartpole")
-    cfg = resolve_config(env_id="CartPole-v1", overrides={"total_steps": 3000, "eval_every": 0, "eval_episodes": 1, "checkpoint_every": 0})
+    cfg = resolve_config(env_id="CartPole-v1", overrides={"total_steps": 3000, "eval_every": 0, "eval_episodes": 1, "final_eval_episodes": 1, "checkpoint_every": 0})
     train(cfg, path, progress=False)
     return path
 
