@@ -21,15 +21,7 @@ def setup() -> None:
 
     `TFDQN_VERBOSE_TF=1` keeps TensorFlow's own messages (CUDA loading, for one).
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # TensorFlow turns its oneDNN kernels on by default only on some Intel CPUs.
-    # On this project's AMD EPYC machines they make the Nature-CNN update 30%
-    # faster (44 -> 30 ms per batch of 32, measured), so we ask for them everywhere.
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    # numpy's BLAS does only acting's small products (agent.networks.NumpyPolicy); left multi-threaded, its idle
-    # threads spin and slow TensorFlow's Nature-CNN update from 53 to 65 ms on 2 cores (measured). Read at numpy's import.
-    if "numpy" not in sys.modules:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    set_environment()
     if "tensorflow" in sys.modules or os.environ.get("TFDQN_VERBOSE_TF"):
         return
     sys.stderr.flush()
@@ -42,3 +34,17 @@ def setup() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def set_environment() -> None:
+    """Only the environment variables of `setup()`, without importing TensorFlow: call it before anything imports
+    numpy (a script whose top-level imports load numpy calls this first, then `setup()` when it needs TensorFlow)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow turns its oneDNN kernels on by default only on some Intel CPUs.
+    # On this project's AMD EPYC machines they make the Nature-CNN update 30%
+    # faster (44 -> 30 ms per batch of 32, measured), so we ask for them everywhere.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    # numpy's BLAS does only acting's small products (agent.networks.NumpyPolicy); left multi-threaded, its idle
+    # threads spin and slow TensorFlow's Nature-CNN update from 53 to 65 ms on 2 cores (measured). Read at numpy's import.
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

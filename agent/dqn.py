@@ -73,6 +73,11 @@ class DQNAgent:
 
     # ----- acting -----
 
+    @property
+    def acts_in_numpy(self) -> bool:
+        """Whether single observations are acted on by the numpy copy of the network (see NumpyPolicy) instead of TF."""
+        return self._numpy_policy is not None
+
     def q_values(self, obs_batch: np.ndarray) -> np.ndarray:
         """Q-values of the online network, shape `(B, num_actions)`, float32."""
         obs_batch = np.asarray(obs_batch, dtype=self.obs_dtype)

@@ -584,7 +584,10 @@ def start_ray(address: str | None, cpus: int | None):
         lambda record: "Token authentication is enabled" not in record.getMessage())
     # Tune's own hint on an interrupt names its Python API; ours (`resume with the same command`) follows it.
     logging.getLogger("ray.tune.tune").addFilter(lambda record: "Tuner.restore(" not in record.getMessage())
-    common = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    # Each trial's worker imports numpy before our code runs, so tfquiet cannot set numpy's BLAS threads there: the
+    # runtime env does, on every node, and the Nature CNN then acts in numpy as in train.py (agent.networks.NumpyPolicy).
+    common = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True,
+                  runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1"}})
     try:
         if address is None:
             # "local": always a new instance, never a `ray start` cluster that happens to run on this machine

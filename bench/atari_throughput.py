@@ -25,6 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import tfquiet  # noqa: E402
+
+tfquiet.set_environment()  # before `envs` loads numpy: one BLAS thread, so that the Nature CNN acts in numpy as in train.py
+
 import click  # noqa: E402
 
 from agent.errors import cli_errors  # noqa: E402
@@ -40,8 +44,6 @@ from envs import EnvError  # noqa: E402
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
 @cli_errors(also=(EnvError,))
 def main(env_id, steps, overrides, seed, prioritized, as_json):
-    import tfquiet
-
     tfquiet.setup()
     import numpy as np
 
@@ -116,7 +118,7 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "env_id": cfg.env_id, "steps": steps, "train_freq": cfg.train_freq, "gradient_steps": cfg.gradient_steps,
-        "batch_size": cfg.batch_size, "jit_compile": cfg.jit_compile,
+        "batch_size": cfg.batch_size, "jit_compile": cfg.jit_compile, "acting": "numpy" if agent.acts_in_numpy else "tensorflow",
         "env_steps_per_s": round(steps / total, 1),
         "updates_per_s": round(updates / total, 2),
         "ms_per_update": round(1000 * t_update / max(updates, 1), 2),
@@ -135,7 +137,7 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
     click.echo(f"  updates/s        {result['updates_per_s']:8.2f}")
     click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (+ {result['ms_per_sample']:.3f} ms sampling the batch"
                + (f", + {result['ms_per_priority_update']:.3f} ms updating its priorities)" if cfg.prioritized else ")"))
-    click.echo(f"  ms per act       {result['ms_per_act']:8.3f}")
+    click.echo(f"  ms per act       {result['ms_per_act']:8.3f}   ({result['acting']})")
     click.echo(f"  ms per env step  {result['ms_per_env_step']:8.3f}   (emulator, preprocessing and replay.add)")
     click.echo(f"  peak RSS         {result['peak_rss_mb']:8.1f} MB   (replay {result['replay_mb']:.1f} MB)")
     if as_json:
