@@ -4,13 +4,18 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    ?= runs/cartpole-$(shell date +%Y%m%d-%H%M%S)
+# What .venv gets; CI adds the cluster extra (Ray) so that the sweep tests run too: make test EXTRAS=test,export,cluster
+EXTRAS ?= test,export
+# pytest-xdist processes for `make test`, each given whole test files (module fixtures train once); each imports
+# TensorFlow (~1.5 GB), so mind the memory before raising it.
+TEST_WORKERS ?= 2
 
 .PHONY: train test test-all bench clean-venv x11-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,export]'
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 # Train CartPole-v1 with the default preset, then record the trained agent.
@@ -30,7 +35,7 @@ x11-tools:
 # Fast tests (the default); `make test-all` adds the slow learning checks.
 test: $(STAMP) x11-tools
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 test-all: $(STAMP) x11-tools
 	$(PY) -m pytest -q -m ''

@@ -47,8 +47,14 @@ def test_targets_run_the_documented_commands(tmp_path):
         f"{py} play.py {run} --headless --episodes 1 --record {run}/cartpole.mp4",
     ]
     assert re.fullmatch(rf"{re.escape(py)} train\.py --env CartPole-v1 --run-dir runs/cartpole-\d{{8}}-\d{{6}}", dry_run("train")[0])
-    assert dry_run("test") == [f"{py} -m ruff check .", f"{py} -m pytest -q --durations=25"]  # the slowest tests in the log
+    # two processes, each taking whole test files; the slowest tests named in the log
+    assert dry_run("test") == [f"{py} -m ruff check .", f"{py} -m pytest -q -n 2 --dist loadfile --durations=25"]
+    assert dry_run("test", "TEST_WORKERS=4")[-1] == f"{py} -m pytest -q -n 4 --dist loadfile --durations=25"
     assert dry_run("test-all") == [f"{py} -m pytest -q -m ''"]
+    for extras in (None, "test,export,cluster"):  # CI's extras: the Ray sweep tests run there too
+        install = subprocess.run(["make", "--no-print-directory", "-n", "-B", STAMP, *([f"EXTRAS={extras}"] if extras else [])], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=60, env=plain_env())
+        assert f"{py} -m pip install -q -e '.[{extras or 'test,export'}]'" in install.stdout.splitlines(), install.stdout
     assert dry_run("bench") == [f"{py} bench/solve.py --seeds 5"]
 
 
