@@ -28,8 +28,10 @@ def make(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 def plain_env() -> dict[str, str]:
-    """This environment without what a parent make or pytest run passes down (MAKEFLAGS, PYTEST_ADDOPTS, ...)."""
-    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PYTEST_ADDOPTS")}
+    """This environment without what a parent make or pytest run passes down (MAKEFLAGS, PYTEST_ADDOPTS, ...), and
+    without the Makefile's own variables, which a parent `make test EXTRAS=...` exports to its commands."""
+    passed_down = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PYTEST_ADDOPTS", "EXTRAS", "TEST_WORKERS", "RUN", "PY", "PYTHON")
+    return {k: v for k, v in os.environ.items() if k not in passed_down}
 
 
 def dry_run(target: str, *variables: str) -> list[str]:
