@@ -46,3 +46,28 @@ def test_the_peer_side_without_the_extra_is_one_line_and_exit_2():
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install -e '.[peers]'" in lines[0], done.stderr
+
+
+def load_sb3_dqn():
+    spec = importlib.util.spec_from_file_location("sb3_dqn", ROOT / "bench" / "peers" / "sb3_dqn.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # torch and SB3 load only inside main()
+    return module
+
+
+def test_our_cartpole_side_is_configured_as_the_zoos_cartpole_entry():
+    """Same work on both sides: our config, built from the bench's --set arguments, has the zoo entry SB3 runs."""
+    from agent.config import parse_overrides
+    from agent.presets import resolve_config
+
+    args = load_vs_sb3().our_bench_args("CartPole-v1", steps=2_000, fill=1_000, seed=3)
+    sets = [args[i + 1] for i, arg in enumerate(args) if arg == "--set"]
+    cfg = resolve_config(env_id="CartPole-v1", overrides={"seed": 3, **parse_overrides(sets)})
+    zoo = load_sb3_dqn().ZOO["CartPole-v1"]
+    assert cfg.hidden_sizes == tuple(zoo["policy_kwargs"]["net_arch"]) and not cfg.layer_norm and not cfg.dueling
+    assert (cfg.batch_size, cfg.train_freq, cfg.gradient_steps) == (zoo["batch_size"], zoo["train_freq"], zoo["gradient_steps"])
+    assert (cfg.target_update_period, cfg.learning_rate, cfg.epsilon_end) == (zoo["target_update_interval"], zoo["learning_rate"], zoo["epsilon"])
+    assert not cfg.double_dqn and cfg.n_steps == 1 and cfg.learning_starts == 1_000
+    assert args[args.index("--env") + 1] == "CartPole-v1" and args[args.index("--steps") + 1] == "2000"
+    breakout = load_vs_sb3().our_bench_args("Breakout", steps=3_000, fill=5_000, seed=0)
+    assert [breakout[i + 1] for i, arg in enumerate(breakout) if arg == "--set"] == ["learning_starts=5000"]  # the preset as it ships
