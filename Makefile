@@ -2,10 +2,12 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
-RUN    ?= runs/cartpole-$(shell date +%Y%m%d-%H%M%S)
 # What .venv gets; CI adds the cluster extra (Ray) so that the sweep tests run too: make test EXTRAS=test,export,cluster
 EXTRAS ?= test,export
+comma  := ,
+# One stamp per set of extras: asking for other extras installs them.
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+RUN    ?= runs/cartpole-$(shell date +%Y%m%d-%H%M%S)
 # pytest-xdist processes for `make test`, each given whole test files (module fixtures train once); each imports
 # TensorFlow (~1.5 GB), so mind the memory before raising it.
 TEST_WORKERS ?= 2

@@ -46,18 +46,16 @@ from agent.pretrained import available
 @cli_errors()
 def main(**options) -> None:
     """Watch a trained DQN agent (RUN_DIR, or a .tflite/.onnx file from python -m agent.export), a random agent, or play yourself."""
+    import tfquiet
+
+    tfquiet.set_environment()  # before anything loads numpy
     from agent.exported import file_format
 
     run = options["run_dir"]
     options["model"] = run if run is not None and file_format(run) else None
-    import tfquiet
-
     if options["model"] is not None:
         options["run_dir"] = None  # an exported model: LiteRT or ONNX Runtime plays it, TensorFlow is never imported
-        tfquiet.set_environment()
-    elif options["human"] or options["agent"] == "random":
-        tfquiet.set_environment()  # no network plays: TensorFlow is not imported, and the window opens in a second
-    else:
+    elif not (options["human"] or options["agent"] == "random"):  # no network plays: no TensorFlow, the window opens in a second
         tfquiet.setup()
     from agent.viewer import ViewOptions, play
 

@@ -47,7 +47,7 @@ def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, ev
     """Train a Deep Q-Network and save the run directory."""
     import tfquiet
 
-    tfquiet.setup()
+    tfquiet.set_environment()  # TensorFlow itself loads in run(), once the options and the run directory are checked
     if resume_dir is not None:
         given = {"--env": env_id, "--preset": preset, "--config": config_file, "--set": overrides, "--seed": seed, "--run-dir": run_dir,
                  "--force": force, "--eval-every": eval_every, "--eval-episodes": eval_episodes, "--record-every": record_every,
@@ -120,6 +120,9 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
             run_dir = Path("runs") / f"{preset_name_for_env(cfg.env_id)}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         path, replaced = run_files.prepare_run_dir(run_dir, force=force)
 
+    import tfquiet
+
+    tfquiet.setup()  # TensorFlow, quietly (about 6 s here)
     from agent.api import DQN
     from agent.training import TrainingInterrupted, TrainingStopped
 

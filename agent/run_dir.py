@@ -122,7 +122,7 @@ def check_not_in_use(run_dir: Path) -> None:
     path = Path(run_dir) / LOCK_FILE
     if not path.is_file():
         return  # nobody ever held it (a holder creates the file first)
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDWR)  # Linux NFS clients emulate flock with POSIX locks: an exclusive one needs write access
     try:
         _lock_or_refuse(fd, run_dir)
     finally:

@@ -315,10 +315,10 @@ def test_checkpoint_from_another_env_is_refused(damaged_run, tmp_path):
     other.mkdir()
     cfg = resolve_config(env_id="Acrobot-v1").replace(total_steps=200, learning_starts=1_000, eval_every=0, eval_episodes=1, checkpoint_every=200)
     train(cfg, other, progress=False, pause_at=200)
-    shutil.copytree(other / "checkpoints" / "step-000000200", run / "checkpoints" / "step-000002500")
+    shutil.copytree(other / "checkpoints" / "step-000000200", run / "checkpoints" / "step-000002200")
     before = snapshot(run)
     code, err = resume_cli(run)
-    assert code == 2 and err.strip() == "error: checkpoint step-000002500 was made for Acrobot-v1, this run trains CartPole-v1; resume it in its own run directory", err
+    assert code == 2 and err.strip() == "error: checkpoint step-000002200 was made for Acrobot-v1, this run trains CartPole-v1; resume it in its own run directory", err
     assert snapshot(run) == before
 
 

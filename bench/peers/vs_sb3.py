@@ -102,8 +102,9 @@ def our_bench_args(env: str, steps: int, fill: int, seed: int) -> list[str]:
 @click.option("--repeats", type=int, default=3, show_default=True, help="Runs of each side.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
 def main(env: str, steps: int, fill: int, repeats: int, as_json: bool) -> None:
-    if repeats < 1 or steps < 16:
-        raise click.UsageError(f"--repeats must be >= 1 and --steps >= 16, got {repeats} and {steps}")
+    least = 256 if env == "CartPole-v1" else 16  # one learner call on each side
+    if repeats < 1 or steps < least:
+        raise click.UsageError(f"--repeats must be >= 1 and --steps >= {least} for {env}, got {repeats} and {steps}")
     cpu = cpu_description()
     click.echo(f"CPU: {cpu['cpu']} ({', '.join(cpu['cpu_flags']) or 'no AVX2'}); {env}: {repeats} runs per side of {steps:,} env steps each")
     ours, sb3 = [], []
