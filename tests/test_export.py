@@ -260,23 +260,11 @@ def test_cli_names_the_missing_onnx_converter(runs, tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- play.py on an exported model
 
-NO_TF_PLAY = """
-import sys
-import play
-sys.argv = ["play.py", *sys.argv[1:]]
-try:
-    play.main()
-except SystemExit as e:
-    code = e.code
-print("heavy modules loaded:", sorted(m for m in ("tensorflow", "keras", "jax", "torch") if m in sys.modules))
-sys.exit(code)
-"""
-
-
 def play_without_tf(model: Path, *args) -> subprocess.CompletedProcess:
+    from entry_points import run_entry_point
+
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
-    return subprocess.run([sys.executable, "-c", NO_TF_PLAY, str(model), "--headless", *map(str, args)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return run_entry_point("play", model, "--headless", *args, env=env)
 
 
 @pytest.mark.parametrize("net, fmt", [("mlp", "tflite"), ("mlp", "onnx"), ("cnn", "onnx")])

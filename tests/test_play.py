@@ -232,11 +232,10 @@ def test_interrupted_recording_leaves_a_playable_file(tmp_path):
 
 def test_random_play_starts_without_tensorflow():
     """No network plays, so TensorFlow (seconds to import) never loads: the random agent starts at once."""
-    code = ("import sys, play; sys.argv = ['play.py', '--env', 'CartPole-v1', '--agent', 'random', '--headless', '--episodes', '1']\n"
-            "try:\n    play.main()\nexcept SystemExit as e:\n    code = e.code\n"
-            "print('heavy modules loaded:', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\nsys.exit(code)")
+    from entry_points import run_entry_point
+
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = run_entry_point("play", "--env", "CartPole-v1", "--agent", "random", "--headless", "--episodes", 1, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "episode 1:" in proc.stdout and "heavy modules loaded: []" in proc.stdout, proc.stdout
 

@@ -291,33 +291,17 @@ def test_one_process_per_run_directory(tmp_path, tiny_run):
     assert run_files.load_meta(run)["env_step"] == 1_600
 
 
-NO_TF_TRAIN = """
-import sys
-import train
-sys.argv = ["train.py", *sys.argv[1:]]
-try:
-    train.main()
-except SystemExit as e:
-    code = e.code
-print("heavy modules loaded:", sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
-sys.exit(code)
-"""
-
-
 def test_a_resume_of_a_run_in_use_is_refused_before_tensorflow_loads(tmp_path, tiny_run):
     """The holder here is this test process (an flock on the run's .lock); the refused resume never imports TensorFlow."""
     import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    from entry_points import run_entry_point
+
     run = tmp_path / "run"
     shutil.copytree(tiny_run[1], run)
     before = sorted(p.name for p in run.iterdir())
     with run_files.locked(run):
-        proc = subprocess.run([sys.executable, "-c", NO_TF_TRAIN, "--resume", str(run), "--steps", "3000"], cwd=root,
-                              capture_output=True, text=True, timeout=120)
+        proc = run_entry_point("train", "--resume", run, "--steps", 3000)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: {str(run)!r} is in use by another process (pid {os.getpid()}); "
                                                 "wait for it to finish or stop it, then try again"], proc.stderr
