@@ -463,6 +463,18 @@ class ReportToTune:
         return None
 
 
+def quiet_shutdown_exit(unraisable) -> None:
+    """`sys.unraisablehook` for trial workers: drop a SystemExit that could not propagate, pass on anything else.
+
+    Ray ends a finished trial's worker with SIGTERM, and its handler raises SystemExit wherever the interpreter is;
+    inside a weakref callback that cannot propagate, and Python's default hook printed "Exception ignored in ..."
+    and a traceback into the sweep's output, for a worker that was exiting as asked.
+    """
+    if isinstance(unraisable.exc_value, SystemExit):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def run_trial(params: dict, trials: dict | None = None, cpus: float = 1) -> None:
     """The Tune trainable: train (or resume) one run directory to its total_steps, reporting each evaluation.
 
@@ -473,6 +485,7 @@ def run_trial(params: dict, trials: dict | None = None, cpus: float = 1) -> None
     """
     import tfquiet
 
+    sys.unraisablehook = quiet_shutdown_exit
     tfquiet.setup()
     _size_thread_pools(cpus)
     from ray import tune

@@ -204,6 +204,24 @@ def test_the_out_directory_resumes_only_the_same_sweep(tmp_path):
         sweep.prepare_out(tmp_path / "busy", spec, trials)
 
 
+def test_a_trial_worker_exiting_inside_a_callback_prints_no_traceback():
+    """As Ray's SIGTERM handler does to a finished trial's worker: SystemExit raised inside a weakref callback.
+    Python's default hook prints "Exception ignored in" and a traceback; the trials' hook drops that, and only that."""
+    code = ("import sys, weakref\n"
+            "from agent.sweep import quiet_shutdown_exit\n"
+            "class Thing: pass\n"
+            "def exit_now(ref): raise SystemExit(1)\n"
+            "def fail(ref): raise ValueError('a real error')\n"
+            "if sys.argv[1] == 'hook': sys.unraisablehook = quiet_shutdown_exit\n"
+            "t = Thing(); r = weakref.ref(t, exit_now); del t\n"
+            "u = Thing(); s = weakref.ref(u, fail); del u\n"
+            "print('went on')\n")
+    runs = {how: subprocess.run([sys.executable, "-c", code, how], cwd=ROOT, capture_output=True, text=True, timeout=60) for how in ("default", "hook")}
+    assert "SystemExit" in runs["default"].stderr and "ValueError" in runs["default"].stderr  # the noise, reproduced
+    assert runs["hook"].returncode == 0 and runs["hook"].stdout == "went on\n"
+    assert "SystemExit" not in runs["hook"].stderr and "ValueError: a real error" in runs["hook"].stderr  # other errors still show
+
+
 def test_validation_imports_neither_tensorflow_nor_ray():
     """The driver stays light: configs and envs are checked without TensorFlow, and Ray loads only to run."""
     code = ("import sys; from agent import sweep; "
