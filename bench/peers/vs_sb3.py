@@ -102,7 +102,7 @@ def our_bench_args(env: str, steps: int, fill: int, seed: int) -> list[str]:
 @click.option("--repeats", type=int, default=3, show_default=True, help="Runs of each side.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
 def main(env: str, steps: int, fill: int, repeats: int, as_json: bool) -> None:
-    least = 256 if env == "CartPole-v1" else 16  # one learner call on each side
+    least = int(ZOO_CARTPOLE["train_freq"]) if env == "CartPole-v1" else 16  # one learner call (Breakout preset: every 16 env steps)
     if repeats < 1 or steps < least:
         raise click.UsageError(f"--repeats must be >= 1 and --steps >= {least} for {env}, got {repeats} and {steps}")
     cpu = cpu_description()
