@@ -27,6 +27,9 @@ def _config_dir() -> Path:
 CONFIG_DIR = _config_dir()
 
 
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
 @dataclass(frozen=True)
 class DQNConfig:
     """Everything that defines a DQN run. Saved as `config.toml` in the run directory."""
@@ -61,6 +64,7 @@ class DQNConfig:
     target_update_period: int = 500  # env steps between target syncs; 0 = no target network
     target_tau: float = 1.0  # at each sync: target <- tau * online + (1 - tau) * target (1 = a hard copy)
     jit_compile: bool = True  # compile the update with XLA
+    precision: str = "float32"  # "float32", "bfloat16" (mixed: bf16 compute, float32 weights, head, loss and targets) or "auto" (bfloat16 where the CPU has AVX512_BF16/AMX)
 
     # --- replay ---
     replay_capacity: int = 50_000  # transitions kept
@@ -289,6 +293,7 @@ def validate(cfg: DQNConfig) -> DQNConfig:
     need(cfg.network in ("auto", "mlp", "nature_cnn"), f"network must be 'auto', 'mlp' or 'nature_cnn', got {cfg.network!r}")
     need(len(cfg.hidden_sizes) >= 1 and all(u >= 1 for u in cfg.hidden_sizes), f"hidden_sizes must be positive widths, got {list(cfg.hidden_sizes)}")
     need(cfg.pixel_view in ("full", "cart"), f"pixel_view must be 'full' or 'cart', got {cfg.pixel_view!r}")
+    need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     need(cfg.optimizer in ("adam", "rmsprop"), f"optimizer must be 'adam' or 'rmsprop', got {cfg.optimizer!r}")
     need(cfg.loss in ("huber", "mse"), f"loss must be 'huber' or 'mse', got {cfg.loss!r}")
     for name in ("eval_every", "log_every", "checkpoint_every", "record_every"):

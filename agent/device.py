@@ -11,14 +11,65 @@ import platform
 from pathlib import Path
 
 
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that compute bfloat16 natively
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The first CPU's feature flags from /proc/cpuinfo (or the text given); empty where there is none (macOS, Windows)."""
+    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX); elsewhere TF emulates it, slower than float32."""
+    return any(flag in cpu_flags(cpuinfo) for flag in BFLOAT16_CPU_FLAGS)
+
+
+def resolve_precision(precision: str, cpuinfo: str | None = None, gpu: bool | None = None) -> str:
+    """The compute precision a run uses: "float32" or "bfloat16".
+
+    "auto" picks bfloat16 only when training runs on a CPU with native
+    bfloat16 (`cpu_has_bfloat16`); on other CPUs bfloat16 is emulated (a
+    Nature-CNN update took 170 ms instead of 23 ms on an AVX2 CPU, measured),
+    and on a GPU it stays float32 unless asked for.
+    """
+    if precision != "auto":
+        return precision
+    if gpu is None:
+        import tensorflow as tf
+
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+    return "bfloat16" if not gpu and cpu_has_bfloat16(cpuinfo) else "float32"
+
+
+def describe_precision(precision: str, resolved: str, gpu: bool) -> str:
+    """One line for the start of training: the compute precision, and why where "auto" chose it."""
+    if resolved == "float32":
+        why = "a GPU computes" if gpu else "this CPU has no AVX512_BF16/AMX"
+        return f"float32 (auto: {why})" if precision == "auto" else "float32"
+    if gpu:
+        where = "on the GPU"
+    elif cpu_has_bfloat16():
+        where = "native on this CPU"
+    else:
+        where = "emulated on this CPU, which has no AVX512_BF16/AMX: expect it slower than float32"
+    return f"mixed bfloat16 (bfloat16 compute; float32 weights, Q-values, loss and targets; {where})"
+
+
 def cpu_model() -> str:
     """The CPU's model name as `lscpu` prints it ("AMD EPYC 7B13", ...)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown CPU"
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from agent.config import DQNConfig
+from agent.device import resolve_precision
 from agent.errors import CheckpointError
 from agent.networks import NumpyPolicy, build_q_network
 from agent.policies import epsilon_greedy
@@ -55,10 +56,12 @@ class DQNAgent:
         self.obs_shape = tuple(obs_shape)
         self.obs_dtype = np.dtype(obs_dtype)
         self.num_actions = int(num_actions)
-        net = dict(kind=cfg.network, hidden_sizes=cfg.hidden_sizes, dueling=cfg.dueling, layer_norm=cfg.layer_norm)
-        self.online = build_q_network(self.obs_shape, self.obs_dtype, self.num_actions, name="online", **net)
+        self.precision = resolve_precision(cfg.precision)  # "float32" or "bfloat16" (mixed: see build_q_network)
+        self._net = dict(kind=cfg.network, hidden_sizes=cfg.hidden_sizes, dueling=cfg.dueling, layer_norm=cfg.layer_norm)
+        self.online = self._build("online", self.precision)
         # No target network (target_update_period = 0, as in the chapter): targets come from the online one.
-        self.target = build_q_network(self.obs_shape, self.obs_dtype, self.num_actions, name="target", **net) if cfg.target_update_period > 0 else None
+        self.target = self._build("target", self.precision) if cfg.target_update_period > 0 else None
+        self._float32_twin: keras.Model | None = None  # portable_model's, made on first use under bfloat16
         self.sync_target()
         self.optimizer = make_optimizer(cfg)
         self.optimizer.build(self.online.trainable_variables)
@@ -70,6 +73,25 @@ class DQNAgent:
         # The update is not (XLA makes the CNN's backward pass ~10x slower on this CPU).
         self._q_fn = tf.function(lambda obs: self.online(obs, training=False), jit_compile=True, reduce_retracing=True)
         self._numpy_policy = NumpyPolicy(self.online) if NumpyPolicy.supports(self.online) else None
+
+    def _build(self, name: str, precision: str) -> keras.Model:
+        return build_q_network(self.obs_shape, self.obs_dtype, self.num_actions, name=name, precision=precision, **self._net)
+
+    def portable_model(self) -> keras.Model:
+        """The online network as a float32 Keras model: what `model.keras`, `play.py` and the exports get.
+
+        Under bfloat16 the online network's layers carry Keras's mixed policy;
+        saved as they are, they would make every reader compute in bfloat16
+        (emulated and slow on most CPUs; TFLite and ONNX converters handle it
+        badly). The weights are float32 in both, so a float32 twin with the
+        same weights is the same network at full precision.
+        """
+        if self.precision == "float32":
+            return self.online
+        if self._float32_twin is None:
+            self._float32_twin = self._build("online", "float32")
+        self._float32_twin.set_weights(self.online.get_weights())
+        return self._float32_twin
 
     # ----- acting -----
 

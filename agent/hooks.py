@@ -53,7 +53,7 @@ class Evaluate:
             except EvaluationStopped:
                 return None  # Ctrl-C: StopWhen ends the run after this step; an evaluation cut short is not recorded
             if result["mean"] > max((e["mean"] for e in s.evaluations), default=-np.inf):
-                run_files.save_model(run.run_dir, run.agent.online, which="best")  # DQN oscillates: keep its best
+                run_files.save_model(run.run_dir, run.agent.portable_model(), which="best")  # DQN oscillates: keep its best
         s.last_eval, s.last_eval_step = result, s.step
         s.evaluations.append({"env_step": s.step, "mean": result["mean"], "std": result["std"], "train_seconds": run.train_seconds()})
         if s.solved_at is None and run.solve_return is not None and result["mean"] >= run.solve_return:

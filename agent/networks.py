@@ -7,6 +7,7 @@ saved `.keras` file is all `play.py` needs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -50,6 +51,17 @@ def resolve_network_kind(kind: str, obs_shape: tuple[int, ...]) -> str:
     return "nature_cnn" if len(obs_shape) == 3 else "mlp"
 
 
+@contextlib.contextmanager
+def _global_dtype_policy(policy: str):
+    """Layers made inside take `policy` (Keras reads the global policy when a layer is constructed)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_q_network(
     obs_shape: tuple[int, ...],
     obs_dtype: np.dtype | type,
@@ -59,6 +71,7 @@ def build_q_network(
     dueling: bool = False,
     name: str = "q_network",
     layer_norm: bool = False,
+    precision: str = "float32",
 ) -> keras.Model:
     """Build a functional Keras Q-network mapping observations to one Q-value per action.
 
@@ -70,26 +83,29 @@ def build_q_network(
         hidden_sizes: MLP torso widths (ignored by the CNN).
         dueling: use a dueling head instead of a single linear layer.
         layer_norm: LayerNorm before each ReLU of the MLP torso.
+        precision: "float32", or "bfloat16": the torso computes in bfloat16
+            (Keras's "mixed_bfloat16" policy: weights stay float32) and the
+            head in float32, so Q-values keep float32's resolution (bfloat16
+            has 8 bits of mantissa: Q = 10 would move in steps of 0.06, more
+            than the gap between two actions' values often is).
     """
     kind = resolve_network_kind(kind, obs_shape)
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+    if kind not in ("mlp", "nature_cnn"):
+        raise ValueError(f"unknown network kind {kind!r}")
+    if kind == "nature_cnn" and len(obs_shape) != 3:
+        raise ValueError(f"nature_cnn needs image observations (H, W, C), got shape {obs_shape}")
     inputs = keras.Input(shape=obs_shape, dtype=str(np.dtype(obs_dtype)), name="obs")
     x = inputs
-    if np.dtype(obs_dtype) == np.uint8:
-        x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(x)
-    if kind == "mlp":
-        torso = mlp_torso(hidden_sizes, layer_norm=layer_norm)
-    elif kind == "nature_cnn":
-        if len(obs_shape) != 3:
-            raise ValueError(f"nature_cnn needs image observations (H, W, C), got shape {obs_shape}")
-        torso = nature_cnn_torso()
-    else:
-        raise ValueError(f"unknown network kind {kind!r}")
-    for layer in torso:
-        x = layer(x)
-    if dueling:
-        q = DuelingHead(num_actions, name="q")(x)
-    else:
-        q = keras.layers.Dense(num_actions, name="q")(x)
+    with _global_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32"):
+        if np.dtype(obs_dtype) == np.uint8:
+            x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(x)
+        torso = mlp_torso(hidden_sizes, layer_norm=layer_norm) if kind == "mlp" else nature_cnn_torso()
+        for layer in torso:
+            x = layer(x)
+    with _global_dtype_policy("float32"):  # the head: float32, whatever the torso computes in
+        q = DuelingHead(num_actions, name="q")(x) if dueling else keras.layers.Dense(num_actions, name="q")(x)
     return keras.Model(inputs, q, name=name)
 
 

@@ -225,7 +225,7 @@ class Run:
         """model.keras and meta.json for the network and counters as they stand (the newest checkpoint's)."""
         s = self.state
         try:
-            run_files.save_model(self.run_dir, self.agent.online)
+            run_files.save_model(self.run_dir, self.agent.portable_model())
             run_files.save_meta(self.run_dir, {
                 "env_id": self.cfg.env_id, "obs_shape": list(self.agent.obs_shape), "obs_dtype": str(self.agent.obs_dtype),
                 "num_actions": self.agent.num_actions, "env_step": s.step, "episodes": s.episodes,
