@@ -61,7 +61,9 @@ class DQNAgent:
         self.online = self._build("online", self.precision)
         # No target network (target_update_period = 0, as in the chapter): targets come from the online one.
         self.target = self._build("target", self.precision) if cfg.target_update_period > 0 else None
-        self._float32_twin: keras.Model | None = None  # portable_model's, made on first use under bfloat16
+        # portable_model's float32 copy, made now rather than at the first save: building draws Keras's
+        # default initializer seeds from Python's `random`, whose state checkpoints restore.
+        self._float32_twin = self._build("online", "float32") if self.precision == "bfloat16" else None
         self.sync_target()
         self.optimizer = make_optimizer(cfg)
         self.optimizer.build(self.online.trainable_variables)
@@ -86,10 +88,8 @@ class DQNAgent:
         badly). The weights are float32 in both, so a float32 twin with the
         same weights is the same network at full precision.
         """
-        if self.precision == "float32":
-            return self.online
         if self._float32_twin is None:
-            self._float32_twin = self._build("online", "float32")
+            return self.online
         self._float32_twin.set_weights(self.online.get_weights())
         return self._float32_twin
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,16 +188,16 @@ class EnvPart:
 class RunPart:
     """The config and signature a checkpoint was made for; loading it refuses another run's checkpoint."""
 
-    def __init__(self, cfg: DQNConfig, signature: dict):
-        self.cfg, self.signature = cfg, signature
+    def __init__(self, cfg: DQNConfig, signature: dict, precision: str = "float32"):
+        self.cfg, self.signature, self.precision = cfg, signature, precision  # precision: the one `auto` resolved to
 
     def save_state(self, directory: Path) -> None:
-        write_state(directory, {"config": self.cfg.to_dict(), "signature": self.signature})
+        write_state(directory, {"config": self.cfg.to_dict(), "signature": self.signature, "precision": self.precision})
 
     def load_state(self, directory: Path, where: str) -> None:
         from agent import config as config_lib
 
-        state = read_state(directory, where, like={"config": {}, "signature": {}})
+        state = read_state(directory, where, like={"config": {}, "signature": {}, "precision": ""}, optional=("precision",))
         try:
             saved = config_lib.from_dict(state["config"] or {}, source=f"{where} config")
         except UserError as e:
@@ -208,6 +209,10 @@ class RunPart:
                 raise CheckpointError(f"{where} has {name}={getattr(saved, name)!r}, this run's config.toml says {getattr(self.cfg, name)!r}; they must match to resume")
         if state["signature"] != self.signature:
             raise CheckpointError(f"{where} was made for observations/actions {state['signature']}, this env has {self.signature}")
+        trained_in = state.get("precision", "float32")  # checkpoints from before the field trained in float32
+        if trained_in != self.precision:  # precision=auto on another machine: the float32 weights fit either way
+            print(f"warning: {where} trained in {trained_in}, this machine computes in {self.precision} (precision={self.cfg.precision}); "
+                  "the run resumes, but not bit for bit as it would have gone on", file=sys.stderr)
 
 
 def checkpoint_parts(cfg: DQNConfig, agent, replay: ReplayMemory, env, loop: LoopState, *, with_replay: bool = True) -> dict[str, Part]:
@@ -215,7 +220,7 @@ def checkpoint_parts(cfg: DQNConfig, agent, replay: ReplayMemory, env, loop: Loo
     signature = {"obs_shape": list(agent.obs_shape), "obs_dtype": str(agent.obs_dtype), "num_actions": agent.num_actions,
                  "target": agent.target is not None}
     parts: dict[str, Part] = {
-        "run": RunPart(cfg, signature),
+        "run": RunPart(cfg, signature, agent.precision),
         "agent": agent,
         "loop": StateDictPart(loop, "loop state"),
         "rngs": StateDictPart(GlobalRNGs(), "global RNG states"),

@@ -119,6 +119,7 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
     result = {
         "env_id": cfg.env_id, "steps": steps, "train_freq": cfg.train_freq, "gradient_steps": cfg.gradient_steps,
         "batch_size": cfg.batch_size, "jit_compile": cfg.jit_compile, "acting": "numpy" if agent.acts_in_numpy else "tensorflow",
+        "precision": agent.precision,
         "env_steps_per_s": round(steps / total, 1),
         "updates_per_s": round(updates / total, 2),
         "ms_per_update": round(1000 * t_update / max(updates, 1), 2),
@@ -132,7 +133,7 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
     if cfg.prioritized:
         result.update(prioritized=True, ms_per_priority_update=round(1000 * t_priorities / max(updates, 1), 3))
     click.echo(f"{cfg.env_id}: {steps:,} env steps while learning ({cfg.gradient_steps} update(s) of batch {cfg.batch_size} every "
-               f"{cfg.train_freq} env steps), after {cfg.learning_starts:,} steps of random fill ({fill_s:.1f} s)")
+               f"{cfg.train_freq} env steps, {agent.precision}), after {cfg.learning_starts:,} steps of random fill ({fill_s:.1f} s)")
     click.echo(f"  env steps/s      {result['env_steps_per_s']:8.1f}")
     click.echo(f"  updates/s        {result['updates_per_s']:8.2f}")
     click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (+ {result['ms_per_sample']:.3f} ms sampling the batch"

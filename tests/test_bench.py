@@ -66,11 +66,12 @@ def test_atari_throughput_times_the_real_loop():
     out = bench("atari_throughput.py", "--env", "Breakout", "--steps", "8", "--set", "learning_starts=64", "--set", "train_freq=4",
                 "--set", "gradient_steps=1", "--set", "batch_size=8", "--set", "replay_capacity=1000")
     timings = ("env_steps_per_s", "updates_per_s", "ms_per_update", "ms_per_sample", "ms_per_act", "ms_per_env_step", "peak_rss_mb", "fill_seconds")
-    assert set(out) == {"env_id", "steps", "train_freq", "gradient_steps", "batch_size", "jit_compile", "acting", "replay_mb", *timings}
+    assert set(out) == {"env_id", "steps", "train_freq", "gradient_steps", "batch_size", "jit_compile", "acting", "precision", "replay_mb", *timings}
     from agent.networks import _numpy_blas_name
 
     # the bench acts as train.py does: the Nature CNN in numpy where numpy's BLAS is OpenBLAS (then told to use one thread)
     assert out["acting"] == ("numpy" if "openblas" in _numpy_blas_name() else "tensorflow")
+    assert out["precision"] == "float32"  # the preset's
     assert (out["env_id"], out["steps"], out["train_freq"], out["gradient_steps"], out["batch_size"]) == ("ALE/Breakout-v5", 8, 4, 1, 8)
     assert_numbers(out, *timings)
     assert out["updates_per_s"] / out["env_steps_per_s"] == pytest.approx(1 / 4, rel=0.05)  # one update per 4 env steps
