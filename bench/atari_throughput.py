@@ -7,10 +7,11 @@ learn every `train_freq` env steps, target sync) and times each part.
 Acting uses the preset's final epsilon, so the network runs on ~every step,
 as it does for most of a run.
 
-`--prioritized` learns from prioritized replay (Schaul et al. 2016) as the
-training loop does with `prioritized=true`: `sample_prioritized`, the
-weighted update, then `update_priorities`, whose time is reported on its own
-(`ms_per_priority_update`); run it with and without to see the added cost.
+With `prioritized=true` (the Breakout preset's; `--prioritized` turns it on
+for any preset) it learns from prioritized replay (Schaul et al. 2016) as the
+training loop does: `sample_prioritized`, the weighted update, then
+`update_priorities`, whose time is reported on its own
+(`ms_per_priority_update`); `--set prioritized=false` measures uniform replay.
 
     python bench/atari_throughput.py --env Breakout --steps 5000 [--prioritized] [--set key=value ...] [--json]
 """

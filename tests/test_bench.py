@@ -66,7 +66,9 @@ def test_atari_throughput_times_the_real_loop():
     out = bench("atari_throughput.py", "--env", "Breakout", "--steps", "8", "--set", "learning_starts=64", "--set", "train_freq=4",
                 "--set", "gradient_steps=1", "--set", "batch_size=8", "--set", "replay_capacity=1000")
     timings = ("env_steps_per_s", "updates_per_s", "ms_per_update", "ms_per_sample", "ms_per_act", "ms_per_env_step", "peak_rss_mb", "fill_seconds")
-    assert set(out) == {"env_id", "steps", "train_freq", "gradient_steps", "batch_size", "jit_compile", "acting", "precision", "replay_mb", *timings}
+    assert set(out) == {"env_id", "steps", "train_freq", "gradient_steps", "batch_size", "jit_compile", "acting", "precision", "replay_mb",
+                        "prioritized", "ms_per_priority_update", *timings}
+    assert out["prioritized"] is True and out["ms_per_priority_update"] >= 0  # the Breakout preset learns from prioritized replay
     from agent.networks import _numpy_blas_name
 
     # the bench acts as train.py does: the Nature CNN in numpy where numpy's BLAS is OpenBLAS (then told to use one thread)

@@ -70,4 +70,8 @@ def test_our_cartpole_side_is_configured_as_the_zoos_cartpole_entry():
     assert not cfg.double_dqn and cfg.n_steps == 1 and cfg.learning_starts == 1_000
     assert args[args.index("--env") + 1] == "CartPole-v1" and args[args.index("--steps") + 1] == "2000"
     breakout = load_vs_sb3().our_bench_args("Breakout", steps=3_000, fill=5_000, seed=0)
-    assert [breakout[i + 1] for i, arg in enumerate(breakout) if arg == "--set"] == ["learning_starts=5000"]  # the preset as it ships
+    sets = [breakout[i + 1] for i, arg in enumerate(breakout) if arg == "--set"]
+    cfg = resolve_config(env_id="Breakout", overrides=parse_overrides(sets))
+    # the zoo's Nature DQN: uniform replay, a linear head, one update of batch 32 per 4 env steps
+    assert not cfg.prioritized and not cfg.dueling and cfg.network == "nature_cnn" and cfg.learning_starts == 5_000
+    assert (cfg.batch_size, cfg.gradient_steps / cfg.train_freq) == (32, 1 / 4)

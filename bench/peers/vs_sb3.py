@@ -42,6 +42,9 @@ BENCH = Path(__file__).resolve().parent.parent
 ZOO_CARTPOLE = {"hidden_sizes": "[256,256]", "layer_norm": "false", "dueling": "false", "batch_size": "64", "train_freq": "256",
                 "gradient_steps": "128", "target_update_period": "10", "double_dqn": "false", "n_steps": "1",
                 "learning_rate": "2.3e-3", "learning_rate_end": "2.3e-3", "epsilon_end": "0.04"}
+# The zoo's Atari DQN is the Nature DQN: uniform replay and a plain linear head. Our Breakout preset learns with
+# prioritized replay and a dueling head; the side by side turns them off, so both sides do the same work.
+ZOO_ATARI = {"prioritized": "false", "dueling": "false"}
 
 
 def summarize(ours: list[float], sb3: list[float]) -> dict:
@@ -90,7 +93,7 @@ def run_json(args: list[str]) -> dict:
 
 def our_bench_args(env: str, steps: int, fill: int, seed: int) -> list[str]:
     """`bench/atari_throughput.py`'s arguments for the same work as the SB3 side."""
-    settings = {**(ZOO_CARTPOLE if env == "CartPole-v1" else {}), "learning_starts": str(fill)}
+    settings = {**(ZOO_CARTPOLE if env == "CartPole-v1" else ZOO_ATARI), "learning_starts": str(fill)}
     sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
     return [str(BENCH / "atari_throughput.py"), "--env", env, "--steps", str(steps), "--seed", str(seed), *sets, "--json"]
 
