@@ -129,12 +129,11 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     verb = "resuming" if resuming else "training"
     budget = f" or {cfg.train_minutes:g} minutes of training" if cfg.train_minutes is not None else ""
     click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} env steps{budget} (seed {cfg.seed}) -> {path}")
-    from agent.device import describe_device, describe_precision, resolve_precision
+    from agent.device import describe_device, describe_precision, resolve_precision, visible_gpus
 
-    device = describe_device()
-    click.echo(f"device: {device}")
+    click.echo(f"device: {describe_device()}")
     if cfg.precision != "float32":
-        gpu = device.startswith("GPU")
+        gpu = bool(visible_gpus())
         click.echo(f"precision: {describe_precision(cfg.precision, resolve_precision(cfg.precision, gpu=gpu), gpu)}")
     from replay import ReplayMemoryError
 

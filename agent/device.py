@@ -45,9 +45,7 @@ def resolve_precision(precision: str, cpuinfo: str | None = None, gpu: bool | No
     if precision != "auto":
         return precision
     if gpu is None:
-        import tensorflow as tf
-
-        gpu = bool(tf.config.list_physical_devices("GPU"))
+        gpu = bool(visible_gpus())
     return "bfloat16" if not gpu and cpu_has_bfloat16(cpuinfo) else "float32"
 
 
@@ -73,11 +71,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def visible_gpus() -> list:
+    """The GPUs TensorFlow will compute on (imports TensorFlow)."""
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
 def describe_device() -> str:
     """One line: the GPU(s) TensorFlow will use, or the CPU and why no GPU."""
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = visible_gpus()
     if gpus:
         names = []
         for gpu in gpus:
