@@ -85,6 +85,7 @@ class _CallbackHook:
         s = run.state
         if s.step % self.every:
             return None
+        run.settle()  # the updates and metrics of every learner call so far
         progress = Progress(
             step=s.step, episodes=s.episodes, updates=run.agent.num_updates, epsilon=run.epsilon, metrics=dict(s.metrics),
             recent_return=float(np.mean(s.recent_returns)) if s.recent_returns else None,

@@ -71,6 +71,7 @@ class DQNConfig:
     learning_starts: int = 1_000  # env steps of pure exploration before the first update
     train_freq: int = 1  # env steps between learner calls
     gradient_steps: int = 1  # updates per learner call (replay ratio = gradient_steps / train_freq)
+    overlap_learning: bool = False  # run each learner call in a worker thread while acting goes on (agent/learner.py): acting lags one call
     prioritized: bool = False  # prioritized replay (Schaul et al. 2016): draw transitions in proportion to their |TD error|
     priority_alpha: float = 0.6  # priority exponent, P(i) ~ p_i^alpha (dimensionless; 0 = uniform, the paper's 0.6)
     priority_beta_start: float = 0.4  # importance-sampling exponent at env step 0, linear to 1 at total_steps (env steps)

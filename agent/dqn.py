@@ -14,6 +14,7 @@ one compiled call.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -31,6 +32,20 @@ from replay.base import ReplayMemoryError, rng_from_words, rng_to_words
 
 class NonFiniteLossError(RuntimeError):
     """A loss or gradient became NaN or infinite; it was not applied, so the weights are still finite."""
+
+
+class PendingResults(NamedTuple):
+    """What one compiled learner call returned (`compute_update`), before `finish_update` takes it in."""
+
+    steps: int  # updates asked for (K)
+    actions_shape: tuple[int, ...]  # the batch's action shape: (B,) or (K, B)
+    applied: int  # updates applied: all K unless one was non-finite
+    loss: float  # means over the applied updates
+    q_mean: float
+    grad_norm: float
+    bad_loss: float  # the refused update's loss and gradient norm (0 when none was refused)
+    bad_grad_norm: float
+    td_errors: np.ndarray  # |delta| (K, B) of the applied updates when weighted; zeros otherwise
 
 
 def make_optimizer(cfg: DQNConfig) -> keras.optimizers.Optimizer:
@@ -201,7 +216,7 @@ class DQNAgent:
             NonFiniteLossError: if a loss or gradient norm is NaN or infinite;
                 that update and the ones after it in the call are not applied.
         """
-        return self._update(batch, None)[0]
+        return self.finish_update(self.compute_update(batch))[0]
 
     def update_prioritized(self, batch: Batch, weights: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
         """`update` with each sample's loss weighted by its importance-sampling weight (Schaul et al. 2016).
@@ -220,19 +235,26 @@ class DQNAgent:
         Raises:
             NonFiniteLossError: as `update`.
         """
-        if np.shape(weights) != np.shape(batch.actions):
-            raise ValueError(f"weights of shape {np.shape(weights)} for actions of shape {np.shape(batch.actions)}")
-        metrics, td_errors = self._update(batch, np.asarray(weights, np.float32))
-        return metrics, td_errors.reshape(np.shape(batch.actions))
+        return self.finish_update(self.compute_update(batch, np.asarray(weights, np.float32)))
 
-    def _update(self, batch: Batch, weights: np.ndarray | None) -> tuple[dict[str, float], np.ndarray]:
+    def compute_update(self, batch: Batch, weights: np.ndarray | None = None) -> PendingResults:
+        """The compiled learner call alone: it changes the online network and the optimizer and nothing else,
+        so it may run in a worker thread while the loop acts on the numpy acting copy (agent/learner.py).
+        `finish_update` takes its results, in the loop's thread.
+
+        `batch` is one batch `(B, ...)` or stacked batches `(K, B, ...)`; `weights` the importance-sampling
+        weights of prioritized replay (the shape of `batch.actions`), or None for plain DQN.
+        """
         if batch.discounts is None:  # a one-step batch made by hand
             batch = batch._replace(discounts=(self.cfg.gamma * (1.0 - np.asarray(batch.terminated, np.float32))).astype(np.float32))
+        if weights is not None and np.shape(weights) != np.shape(batch.actions):
+            raise ValueError(f"weights of shape {np.shape(weights)} for actions of shape {np.shape(batch.actions)}")
+        actions_shape = np.shape(batch.actions)
         if np.ndim(batch.actions) == 1:
             batch = Batch(*(np.expand_dims(x, 0) for x in batch))
-            weights = None if weights is None else weights[None]
+            weights = None if weights is None else np.asarray(weights)[None]
         # Without weights the traced graph is the one of plain DQN (the weighted loss is a separate trace).
-        loss, q_mean, grad_norm, applied, bad_loss, bad_grad_norm, td_errors = self._update_fn(
+        outputs = self._update_fn(
             tf.convert_to_tensor(batch.obs),
             tf.convert_to_tensor(batch.actions, dtype=tf.int32),
             tf.convert_to_tensor(batch.rewards, dtype=tf.float32),
@@ -240,15 +262,24 @@ class DQNAgent:
             tf.convert_to_tensor(batch.discounts, dtype=tf.float32),
             None if weights is None else tf.convert_to_tensor(weights, dtype=tf.float32),
         )
-        applied = int(applied)
-        self.num_updates += applied
+        loss, q_mean, grad_norm, applied, bad_loss, bad_grad_norm, td_errors = (x.numpy() for x in outputs)
+        return PendingResults(int(batch.actions.shape[0]), actions_shape, int(applied), float(loss), float(q_mean), float(grad_norm),
+                              float(bad_loss), float(bad_grad_norm), td_errors)
+
+    def finish_update(self, results: PendingResults) -> tuple[dict[str, float], np.ndarray]:
+        """Count the updates `compute_update` applied and refresh the acting copy; returns `update`'s metrics and |delta|.
+
+        Raises:
+            NonFiniteLossError: as `update`.
+        """
+        self.num_updates += results.applied
         self.refresh_acting_copy()
-        if applied < int(batch.actions.shape[0]):
-            bad_loss, bad_grad_norm = float(bad_loss), float(bad_grad_norm)
+        if results.applied < results.steps:
+            bad_loss, bad_grad_norm = results.bad_loss, results.bad_grad_norm
             what = f"loss became {bad_loss}" if not np.isfinite(bad_loss) else f"gradient norm became {bad_grad_norm}"
             raise NonFiniteLossError(f"{what} at update {self.num_updates + 1} (not applied: the weights are those of the update before)")
-        loss = float(loss)
-        return {"loss": loss, "q_mean": float(q_mean), "grad_norm": float(grad_norm)}, td_errors.numpy()
+        metrics = {"loss": results.loss, "q_mean": results.q_mean, "grad_norm": results.grad_norm}
+        return metrics, results.td_errors.reshape(results.actions_shape)
 
     def td_targets(self, rewards, next_obs, discounts):
         """y = r + discount * Q_target(s', a'), a' by the online net if Double DQN.

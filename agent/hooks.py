@@ -3,7 +3,9 @@
 A hook is a callable `hook(run) -> str | None` that reads and updates the
 `Run` (agent/training.py) and returns a reason to stop, or None to go on. The
 loop calls them in order after each whole env step, so a checkpoint always
-holds a state between steps:
+holds a state between steps. A hook that reads or uses the networks, the
+update count or the metrics calls `run.settle()` first: with
+`overlap_learning` a learner call may still be running (agent/learner.py).
 
     Evaluate         greedy episodes on a separate env every `eval_every` env steps and at the end
     Log              progress.csv, TensorBoard and the progress bar every `log_every` and after each evaluation
@@ -73,6 +75,7 @@ class Log:
         cfg, s, step = run.cfg, run.state, run.state.step
         evaluated = s.last_eval_step == step
         if every(cfg.log_every, step) or evaluated:
+            run.settle()  # the row's update count and loss are those of every learner call so far
             now = time.perf_counter()
             wall = now - run.started
             eval_row = s.evaluations[-1] if evaluated else None
@@ -113,6 +116,7 @@ def record_video(agent, cfg, path: Path) -> list[float]:
 class RecordVideos:
     def __call__(self, run: Run) -> None:
         if every(run.cfg.record_every, run.state.step):
+            run.settle()
             with run.evaluating():  # an evaluation episode: not training time (train_minutes)
                 record_video(run.agent, run.cfg, run.run_dir / "videos" / f"step-{run.state.step:09d}.mp4")
         return None

@@ -37,6 +37,7 @@ from agent.dqn import DQNAgent, NonFiniteLossError
 from agent.errors import CheckpointError, UserError, command
 from agent.evaluation import EvaluationStopped, evaluate
 from agent.hooks import Evaluate, Hook, Log, RecordVideos, SaveCheckpoints, StopWhen
+from agent.learner import Learner
 from agent.logs import CSV_FIELDS, ProgressLog, trim_progress_csv, trim_tensorboard
 from agent.run_state import GlobalRNGs, LoopState, checkpoint_parts
 from agent.schedules import chapter_episode_epsilon, linear
@@ -176,10 +177,20 @@ class Run:
     store: CheckpointStore
     parts: dict[str, Part]  # what a checkpoint holds (agent/run_state.py)
     solve_return: float | None
+    learner: Learner  # the learner calls (agent/learner.py), in line or overlapped with acting
     started: float = 0.0  # set when the loop is about to start
     epsilon: float = 1.0  # the exploration rate of the latest env step
     signals: StopSignals | None = None  # Ctrl-C/SIGTERM while training (set by `Trainer.train`)
     _out_of_time_at: tuple[int, bool] | None = None  # (env step, out of time) for `out_of_time`
+
+    def settle(self) -> None:
+        """Wait for an overlapped learner call and take in its results (`Learner.settle`): whatever reads or
+        copies the online network (an evaluation, a checkpoint, a target sync, a log row) calls this first.
+
+        Raises:
+            NonFiniteLossError: the call met a non-finite loss.
+        """
+        self.learner.settle()
 
     def train_seconds(self) -> float:
         """Wall-clock seconds spent acting and learning (evaluations excluded), all sessions."""
@@ -209,12 +220,14 @@ class Run:
         Raises:
             EvaluationStopped: Ctrl-C or SIGTERM came during it.
         """
+        self.settle()
         stop = (lambda: self.signals.signum is not None) if self.signals is not None else None
         return evaluate(self.agent, self.eval_env, episodes, self.cfg.eval_epsilon, seed=self.cfg.seed + 20_000, stop=stop)
 
     def save_checkpoint(self) -> None:
         """checkpoints/step-NNNNNNNNN (written whole or not at all), then model.keras and meta.json."""
         s = self.state
+        self.settle()
         if self.store.last_step == s.step:
             return  # this very state is on disk already
         s.wall_seconds = time.perf_counter() - self.started
@@ -266,27 +279,22 @@ def run_loop(run: Run, hooks: Sequence[Hook]) -> str:
             s.obs, reset_info = env.reset()
             s.count_games(info, reset_info)  # real game ends: an Atari life loss ends only the training episode
 
-        # 3. learn every train_freq env steps, once there is enough experience
+        # 3. learn every train_freq env steps, once there is enough experience: sample, update, priorities
+        #    (agent/learner.py; with overlap_learning the update runs on while the next env steps are taken)
         if step >= cfg.learning_starts and step % cfg.train_freq == 0 and len(replay) >= cfg.batch_size:
-            if cfg.learning_rate_end is not None:
-                agent.set_learning_rate(learning_rate_at(step))
-            if cfg.prioritized:
-                # Prioritized replay (Schaul et al. 2016): the call's K batches all come from the priorities as they
-                # stand at its start; the |TD errors| of its K * B samples become their priorities after it.
-                drawn = replay.sample_prioritized(cfg.gradient_steps, cfg.batch_size, beta_at(step))
-                s.metrics, td_errors = agent.update_prioritized(drawn.batch, drawn.weights)
-                replay.update_priorities(drawn.indices, td_errors)
-            else:
-                s.metrics = agent.update(replay.sample_many(cfg.gradient_steps, cfg.batch_size))
+            run.learner.call(beta_at(step), learning_rate_at(step) if cfg.learning_rate_end is not None else None)
 
-        # 4. target sync: a hard copy (Mnih et al. 2015) or a Polyak step (target_tau < 1)
+        # 4. target sync: a hard copy (Mnih et al. 2015) or a Polyak step (target_tau < 1), of the settled online network
         if cfg.target_update_period and step % cfg.target_update_period == 0:
+            run.settle()
             agent.sync_target(cfg.target_tau)
 
         # 5. the hooks: evaluate, log, checkpoint, record, and whether to stop
         reasons = [reason for hook in hooks if (reason := hook(run)) is not None]
         if reasons:
+            run.settle()
             return reasons[0]
+    run.settle()
     return "end"
 
 
@@ -434,7 +442,9 @@ def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, res
     store = CheckpointStore(run_dir / "checkpoints", keep=keep, resume_hint=f"{command('train')} --resume {run_dir}")
     solve_return = cfg.solve_return if cfg.solve_return is not None else reward_threshold(cfg.env_id)
     parts = checkpoint_parts(cfg, agent, replay, env, state, with_replay=save_replay)
-    run = Run(cfg, run_dir, env, eval_env, agent, replay, state, store, parts, solve_return)
+    learner = Learner(cfg, agent, replay, state, overlap=cfg.overlap_learning)
+    stack.callback(learner.close)
+    run = Run(cfg, run_dir, env, eval_env, agent, replay, state, store, parts, solve_return, learner)
 
     if resume:
         path = store.latest()

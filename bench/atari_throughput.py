@@ -13,6 +13,12 @@ training loop does: `sample_prioritized`, the weighted update, then
 `update_priorities`, whose time is reported on its own
 (`ms_per_priority_update`); `--set prioritized=false` measures uniform replay.
 
+With `--set overlap_learning=true` each learner call runs in a worker thread
+while the next `train_freq` env steps are taken (agent/learner.py), as the
+training loop then does; `ms_per_update` is then the loop's own time per
+update in the call (sampling, waiting for the call before, priorities), not
+the update's compute.
+
     python bench/atari_throughput.py --env Breakout --steps 5000 [--prioritized] [--set key=value ...] [--json]
 """
 
@@ -50,6 +56,8 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
 
     from agent import config as config_lib
     from agent.presets import resolve_config
+    from agent.learner import Learner
+    from agent.run_state import LoopState
     from agent.training import build_agent, make_replay, replay_targets
     from envs import make_env, obs_signature
 
@@ -76,9 +84,14 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
         obs = env_step(obs, int(rng.integers(num_actions)))
     fill_s = time.perf_counter() - t0
 
+    learner = Learner(cfg, agent, replay, LoopState(obs=obs), overlap=True) if cfg.overlap_learning else None
+
     def learn():
         """The learner call of the training loop; returns the seconds of (sampling, update, priority update)."""
         a = time.perf_counter()
+        if learner is not None:  # overlapped: one figure, the loop's time in the call
+            learner.call(cfg.priority_beta_start)
+            return 0.0, time.perf_counter() - a, 0.0
         if not cfg.prioritized:
             batch = replay.sample_many(cfg.gradient_steps, cfg.batch_size)
             b = time.perf_counter()
@@ -93,6 +106,8 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
 
     # Warm-up: trace the update and the acting function once, outside the timing.
     learn()
+    if learner is not None:
+        learner.settle()
     agent.act(obs[None], 0.0)
 
     epsilon = cfg.epsilon_end
@@ -114,13 +129,19 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
             t_priorities += priorities_s
             updates += cfg.gradient_steps
         if cfg.target_update_period and step % cfg.target_update_period == 0:
+            if learner is not None:
+                learner.settle()
             agent.sync_target()
+    if learner is not None:
+        learner.settle()  # the last call's compute belongs to the timed steps
     total = time.perf_counter() - start
+    if learner is not None:
+        learner.close()
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "env_id": cfg.env_id, "steps": steps, "train_freq": cfg.train_freq, "gradient_steps": cfg.gradient_steps,
         "batch_size": cfg.batch_size, "jit_compile": cfg.jit_compile, "acting": "numpy" if agent.acts_in_numpy else "tensorflow",
-        "precision": agent.precision,
+        "precision": agent.precision, "overlap_learning": learner is not None and learner.overlap,
         "env_steps_per_s": round(steps / total, 1),
         "updates_per_s": round(updates / total, 2),
         "ms_per_update": round(1000 * t_update / max(updates, 1), 2),
@@ -133,8 +154,9 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
     }
     if cfg.prioritized:
         result.update(prioritized=True, ms_per_priority_update=round(1000 * t_priorities / max(updates, 1), 3))
+    overlapped = ", overlapped with acting" if result["overlap_learning"] else ""
     click.echo(f"{cfg.env_id}: {steps:,} env steps while learning ({cfg.gradient_steps} update(s) of batch {cfg.batch_size} every "
-               f"{cfg.train_freq} env steps, {agent.precision}), after {cfg.learning_starts:,} steps of random fill ({fill_s:.1f} s)")
+               f"{cfg.train_freq} env steps, {agent.precision}{overlapped}), after {cfg.learning_starts:,} steps of random fill ({fill_s:.1f} s)")
     click.echo(f"  env steps/s      {result['env_steps_per_s']:8.1f}")
     click.echo(f"  updates/s        {result['updates_per_s']:8.2f}")
     click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (+ {result['ms_per_sample']:.3f} ms sampling the batch"

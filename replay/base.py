@@ -113,7 +113,7 @@ class ReplayMemory(Protocol):
 
     def sample_many(self, num_batches: int, batch_size: int) -> Batch: ...
 
-    def sample_prioritized(self, num_batches: int, batch_size: int, beta: float) -> PrioritizedBatch: ...
+    def sample_prioritized(self, num_batches: int, batch_size: int, beta: float, deferred: bool = False) -> PrioritizedBatch: ...
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None: ...
 
@@ -317,6 +317,7 @@ class Priorities:
         self.alpha = float(alpha)
         self.eps = float(eps)
         self.max_priority = 1.0  # the largest |TD error| + eps seen so far
+        self._written: list[np.ndarray] | None = None  # slots added or removed since a deferred draw (`defer_update`)
 
     @staticmethod
     def expected_nbytes(capacity: int) -> int:
@@ -328,6 +329,8 @@ class Priorities:
 
     def add(self, slots: int | np.ndarray) -> None:
         """Slots that now hold a sampleable transition (one slot, or an array): the largest priority seen so far."""
+        if self._written is not None:
+            self._written.append(np.asarray(slots, np.int64).reshape(-1))
         if isinstance(slots, (int, np.integer)):
             self.tree.set_one(int(slots), self.max_priority**self.alpha)
         else:
@@ -335,8 +338,26 @@ class Priorities:
 
     def remove(self, slot: int) -> None:
         """A slot that can no longer be sampled: probability 0 (one at 0 already is left alone)."""
+        if self._written is not None:
+            self._written.append(np.asarray([slot], np.int64))
         if self.tree.value(slot) > 0:
             self.tree.set_one(slot, 0.0)
+
+    def defer_update(self) -> None:
+        """The next `update` belongs to the draw just made, though slots will be added and removed before it comes
+        (an overlapped learner call, agent/learner.py): it then lands as it would have right after the draw.
+
+        So the slots written in between are logged; `update` leaves their TD errors out (a removed or
+        overwritten slot no longer holds the transition that was learned from) and gives the ones that are
+        sampleable the largest priority as it stands after the update, which is what `add` would have given
+        them had the update come first.
+
+        Raises:
+            ReplayMemoryError: a deferred update is already waiting.
+        """
+        if self._written is not None:
+            raise ReplayMemoryError("a deferred priority update is already waiting: update_priorities first")
+        self._written = []
 
     def sample(self, rng: np.random.Generator, num_batches: int, batch_size: int, beta: float,
                population: int) -> tuple[np.ndarray, np.ndarray]:
@@ -371,13 +392,23 @@ class Priorities:
             raise ReplayMemoryError(f"update_priorities needs one TD error per index, got {p.size} for {slots.size}")
         if not np.isfinite(p).all():
             raise ReplayMemoryError("update_priorities got a TD error that is NaN or infinite")
+        written, self._written = self._written, None
         live = self.tree.leaves[slots] > 0
         if p.size:
             self.max_priority = max(self.max_priority, float(p.max()))
-        self.tree.set(slots[live], p[live] ** self.alpha)
+        if written is None:
+            self.tree.set(slots[live], p[live] ** self.alpha)
+            return
+        written = np.unique(np.concatenate(written)) if written else np.zeros(0, np.int64)
+        unchanged = live & ~np.isin(slots, written)
+        self.tree.set(slots[unchanged], p[unchanged] ** self.alpha)
+        added = written[self.tree.leaves[written] > 0]  # sampleable now: their last write was an `add`
+        self.tree.set(added, self.max_priority**self.alpha)
 
     def state_dict(self) -> dict[str, np.ndarray | float]:
         """The leaves (`p^alpha` per slot; the sums are rebuilt from them bit for bit) and the largest priority."""
+        if self._written is not None:
+            raise ReplayMemoryError("a deferred priority update is still waiting: update_priorities before saving")
         return {"priorities": self.tree.leaves, "max_priority": self.max_priority}
 
     def load_state_dict(self, state: dict, sampleable: np.ndarray) -> None:
@@ -412,11 +443,13 @@ class PrioritizedSampling:
     priorities: Priorities | None
     rng: np.random.Generator
 
-    def sample_prioritized(self, num_batches: int, batch_size: int, beta: float) -> PrioritizedBatch:
+    def sample_prioritized(self, num_batches: int, batch_size: int, beta: float, deferred: bool = False) -> PrioritizedBatch:
         """Draw `num_batches` batches `(K, B, ...)` in proportion to the priorities, with their weights and slots.
 
         Args:
             beta: importance-sampling exponent, 0 (no correction) to 1 (full correction).
+            deferred: transitions will be added before this draw's `update_priorities` comes (an overlapped
+                learner call); it then lands as if it had come first (`Priorities.defer_update`).
 
         Raises:
             ReplayMemoryError: the memory was built without priorities, or holds no complete transition.
@@ -427,6 +460,8 @@ class PrioritizedSampling:
         if population == 0:
             raise ReplayMemoryError("cannot sample from a replay memory without a complete transition")
         slots, weights = self.priorities.sample(self.rng, num_batches, batch_size, beta, population)
+        if deferred:
+            self.priorities.defer_update()
         return PrioritizedBatch(self._gather(slots), weights, slots)
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:

@@ -67,7 +67,8 @@ def test_atari_throughput_times_the_real_loop():
                 "--set", "gradient_steps=1", "--set", "batch_size=8", "--set", "replay_capacity=1000")
     timings = ("env_steps_per_s", "updates_per_s", "ms_per_update", "ms_per_sample", "ms_per_act", "ms_per_env_step", "peak_rss_mb", "fill_seconds")
     assert set(out) == {"env_id", "steps", "train_freq", "gradient_steps", "batch_size", "jit_compile", "acting", "precision", "replay_mb",
-                        "prioritized", "ms_per_priority_update", *timings}
+                        "prioritized", "ms_per_priority_update", "overlap_learning", *timings}
+    assert out["overlap_learning"] is False
     assert out["prioritized"] is True and out["ms_per_priority_update"] >= 0  # the Breakout preset learns from prioritized replay
     from agent.networks import _numpy_blas_name
 
@@ -78,6 +79,13 @@ def test_atari_throughput_times_the_real_loop():
     assert_numbers(out, *timings)
     assert out["updates_per_s"] / out["env_steps_per_s"] == pytest.approx(1 / 4, rel=0.05)  # one update per 4 env steps
     assert out["replay_mb"] == round(FrameReplayBuffer.expected_nbytes(1000) / 2**20, 1)
+
+
+def test_atari_throughput_overlaps_the_learner_calls_when_asked():
+    out = bench("atari_throughput.py", "--env", "Breakout", "--steps", "16", "--set", "learning_starts=64", "--set", "train_freq=4",
+                "--set", "gradient_steps=2", "--set", "batch_size=8", "--set", "replay_capacity=1000", "--set", "overlap_learning=true")
+    assert out["overlap_learning"] is (out["acting"] == "numpy")  # overlap needs the numpy acting copy
+    assert out["updates_per_s"] / out["env_steps_per_s"] == pytest.approx(2 / 4, rel=0.05)  # every call's updates were taken in
 
 
 def test_replay_memory_reports_the_layouts_bytes():

@@ -232,6 +232,75 @@ def test_the_tree_costs_16_bytes_per_slot_rounded_up_to_a_power_of_two():
     assert buf.nbytes == ReplayBuffer.expected_nbytes(100, (4,), np.float32, prioritized=True)
 
 
+# ---------------------------------------------------------------- deferred updates (an overlapped learner call)
+
+
+class _RecordAdds:
+    """Stands in for a frame memory in `fill_frames` and keeps its `add` calls, to replay them into several memories."""
+
+    def __init__(self, frame_shape, stack):
+        self.frame_shape, self.stack, self.calls = frame_shape, stack, []
+
+    def add(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+
+
+def plain_adds(steps: int, rng: np.random.Generator) -> list:
+    calls, obs = [], rng.normal(size=3).astype(np.float32)
+    for t in range(steps):
+        nxt = rng.normal(size=3).astype(np.float32)
+        end = t % 17 == 16
+        calls.append(((obs, t % 2, float(t), nxt, end and t % 2 == 0), {"truncated": end and t % 2 == 1}))
+        obs = rng.normal(size=3).astype(np.float32) if end else nxt
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["uniform", "frames"])
+def test_a_deferred_priority_update_lands_as_if_it_had_come_right_after_its_draw(kind):
+    """Two memories see the same adds. One takes each draw's |TD errors| at once (the in-line learner); the other
+    only 10 adds later, just before its next draw (an overlapped call). In a small ring the adds in between
+    overwrite drawn slots, and the errors grow, so the largest priority that new slots get moves: the
+    priorities, and so every draw, must still be the same bit for bit."""
+    if kind == "uniform":
+        def make():
+            return ReplayBuffer(40, (3,), np.float32, seed=5, n_steps=3, prioritized=True)
+        calls = plain_adds(300, np.random.default_rng(0))
+    else:
+        def make():
+            return FrameReplayBuffer(40, (6, 6), stack=4, seed=5, n_steps=3, prioritized=True)
+        recorder = _RecordAdds((6, 6), 4)
+        fill_frames(recorder, 300, np.random.default_rng(0))
+        calls = recorder.calls
+    in_line, deferred = make(), make()
+    errors = np.random.default_rng(1)
+    waiting = None  # (indices, td_errors) of the deferred memory's draw
+    overwritten_while_waiting = 0
+    for t, (args, kwargs) in enumerate(calls):
+        in_line.add(*args, **kwargs)
+        deferred.add(*args, **kwargs)
+        if t % 10 != 9 or len(in_line) == 0:
+            continue
+        if waiting is not None:
+            indices, td_errors = waiting
+            written = np.concatenate(deferred.priorities._written)  # the slots added or removed while the draw waited
+            overwritten_while_waiting += int(np.isin(indices, written).any())
+            deferred.update_priorities(indices, td_errors)
+        np.testing.assert_array_equal(deferred.priorities.tree.leaves, in_line.priorities.tree.leaves, err_msg=f"at add {t}")
+        assert deferred.priorities.max_priority == in_line.priorities.max_priority
+        a = in_line.sample_prioritized(2, 8, beta=0.5)
+        b = deferred.sample_prioritized(2, 8, beta=0.5, deferred=True)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_array_equal(a.weights, b.weights)
+        td_errors = errors.normal(size=(2, 8)) * (1 + t / 20)
+        in_line.update_priorities(a.indices, td_errors)
+        waiting = (b.indices, td_errors)
+    assert overwritten_while_waiting >= 3  # the ring wrapped under waiting draws: the case that matters happened
+    with pytest.raises(ReplayMemoryError, match="waiting"):
+        deferred.state_dict()  # a draw still waits for its update: not a state to save
+    with pytest.raises(ReplayMemoryError, match="already waiting"):
+        deferred.sample_prioritized(1, 4, beta=0.5, deferred=True)
+
+
 # ---------------------------------------------------------------- checkpoints of the priorities
 
 
