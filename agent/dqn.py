@@ -139,6 +139,10 @@ class DQNAgent:
         self.online.set_weights(weights)
         self.refresh_acting_copy()
 
+    def frozen_acting_copy(self) -> NumpyPolicy | None:
+        """The numpy acting copy with the weights as they are now, kept as they are (None where acting runs in TF)."""
+        return None if self._numpy_policy is None else self._numpy_policy.frozen()
+
     def refresh_acting_copy(self) -> None:
         """Call after changing the online weights other than through `update` (e.g. a restore)."""
         if self._numpy_policy is not None:

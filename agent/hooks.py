@@ -49,6 +49,7 @@ class Evaluate:
         cfg, s = run.cfg, run.state
         if not (every(cfg.eval_every, s.step) or s.step == cfg.total_steps or run.out_of_time()):  # the run's last step: its curve ends there
             return None
+        run.settle()  # waiting for the learner is training time
         with run.evaluating():  # the saving counts as evaluation time too
             try:
                 result = run.evaluate(cfg.eval_episodes)

@@ -7,16 +7,19 @@ samples' |TD errors| written back as their priorities (Schaul et al. 2016).
 
 With `overlap_learning` the compiled call runs in a worker thread while the
 loop acts and steps the env for the next `train_freq` env steps; on 2 cores
-this is ~8% more env steps per second on Breakout (README, throughput table).
-Acting then uses the numpy acting copy of the network as it was before the
-call, and that copy is refreshed when the call is settled: at the next learner
-call, or earlier when something needs the network as it is (a target sync, an
-evaluation, a checkpoint, a log row, the loop's end: `Run.settle`). So the only
-change to learning is that acting lags the newest weights by one learner
-call, as in distributed DQN's actors (Horgan et al. 2018, Ape-X), though by
-far less: the updates themselves, their batches and their priorities are those
-of the in-line loop. With random actions (epsilon 1) the two give the same
-weights bit for bit (tests/test_learner.py).
+this is ~8% more env steps per second on Breakout (README, **Overlapped
+learning**). Training then acts on the weights as they stood when the running
+call began (a frozen numpy copy, `Learner.act`): acting lags the newest weights
+by one learner call, as distributed DQN's actors lag their learner (Horgan et
+al. 2018, Ape-X), though by far less. The call's results are taken in
+("settled") at the next call, or earlier when something needs the network as
+it is (a target sync, an evaluation, a checkpoint, a log row, the loop's end:
+`Run.settle`), but only a new call moves the weights acting uses, so where
+settles happen never changes the run, and a checkpoint saves the frozen copy:
+a resume goes on bit for bit from any step. The updates themselves, their
+batches and their priorities are those of the in-line loop: with random
+actions (epsilon 1) the two give the same weights bit for bit
+(tests/test_learner.py).
 
 Overlap needs the numpy acting copy (`DQNAgent.acts_in_numpy`): acting through
 TensorFlow would read the variables while the update writes them. Where the
@@ -31,6 +34,8 @@ import numpy as np
 
 from agent.config import DQNConfig
 from agent.dqn import DQNAgent, PendingResults
+from agent.networks import NumpyPolicy
+from agent.policies import epsilon_greedy
 from agent.run_state import LoopState
 from replay import ReplayMemory
 
@@ -49,6 +54,13 @@ class Learner:
         self.overlap = bool(overlap) and agent.acts_in_numpy
         self._executor: ThreadPoolExecutor | None = None
         self._pending: tuple[Future[PendingResults], np.ndarray | None] | None = None  # (the call, its samples' replay indices)
+        self._acting: NumpyPolicy | None = None  # overlap: the weights as the latest call found them (None: the agent's own)
+
+    def act(self, obs_batch: np.ndarray, epsilon: float) -> np.ndarray:
+        """The training loop's epsilon-greedy actions (`DQNAgent.act` with the agent's RNG). In line: on the newest
+        weights; overlapped: on the weights as they stood when the latest learner call began."""
+        q_values = self.agent.q_values if self._acting is None else self._acting.q_values
+        return epsilon_greedy(q_values, obs_batch, epsilon, self.agent.rng, self.agent.num_actions)[0]
 
     def call(self, beta: float, learning_rate: float | None = None) -> None:
         """One learner call on the replay as it stands: settle the previous call, set the step size, sample, update.
@@ -76,6 +88,7 @@ class Learner:
             return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner")
+        self._acting = self.agent.frozen_acting_copy()  # what acting uses until the next call, however often this one is settled
         self._pending = (self._executor.submit(self.agent.compute_update, batch, weights), indices)
 
     @property
@@ -92,18 +105,57 @@ class Learner:
         if self._pending is None:
             return
         future, indices = self._pending
+        try:
+            results = future.result()  # an exception raised in the call comes out here
+        except Exception:
+            self._pending = None
+            self._drop_deferred(indices)
+            raise
         self._pending = None
-        self._take(future.result(), indices)
+        self._take(results, indices)
+
+    def wait(self) -> None:
+        """Settle for an exception already on its way out of the loop: the call ends before anything reads the
+        network, and a failure of its own is dropped (the first exception is the one to report)."""
+        try:
+            self.settle()
+        except Exception:
+            pass
 
     def _take(self, results: PendingResults, indices: np.ndarray | None) -> None:
-        metrics, td_errors = self.agent.finish_update(results)  # counts the updates, refreshes the acting copy; raises on NaN
+        try:
+            metrics, td_errors = self.agent.finish_update(results)  # counts the updates, refreshes the agent's copy; raises on NaN
+        except Exception:
+            self._drop_deferred(indices)  # as in line: a call that failed writes no priorities
+            raise
         if indices is not None:
             self.replay.update_priorities(indices, td_errors)
         self.state.metrics = metrics
 
+    def _drop_deferred(self, indices: np.ndarray | None) -> None:
+        if indices is not None and self.overlap:
+            self.replay.cancel_deferred_priorities()
+
+    # ----- checkpoints: the weights acting lags on -----
+
+    def state_dict(self) -> dict:
+        """Overlapped: the frozen acting weights (`held`), so that a resume acts as the run would have gone on."""
+        policy = self._acting if self._acting is not None else self.agent.frozen_acting_copy()
+        arrays = policy.arrays() if policy is not None else []
+        return {"held": self._acting is not None, **{f"w{i}": a for i, a in enumerate(arrays)}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state["held"], bool):
+            raise ValueError("'held' must be true or false")
+        current = self.agent.frozen_acting_copy()
+        if not state["held"] or current is None:
+            self._acting = None
+            return
+        self._acting = current.with_arrays([np.array(state[f"w{i}"]) for i in range(len(current.arrays()))])
+
     def close(self) -> None:
         """Let a running call finish (its results are dropped) and stop the worker thread."""
-        self._pending = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        self._pending = None

@@ -8,6 +8,7 @@ saved `.keras` file is all `play.py` needs.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import os
 
@@ -199,6 +200,31 @@ class NumpyPolicy:
                 vk, vb = (np.asarray(w) for w in layer.value.get_weights())
                 ak, ab = (np.asarray(w) for w in layer.advantage.get_weights())
                 self.steps.append(("dueling", (vk, vb, ak, ab)))
+
+    def frozen(self) -> NumpyPolicy:
+        """A copy that keeps the weights as they are now: `refresh` gives this policy new arrays and leaves the copy's."""
+        return copy.copy(self)
+
+    def arrays(self) -> list[np.ndarray]:
+        """The weights, in the order of the layers (what a checkpoint of a frozen copy saves)."""
+        return [p for _, params in self.steps if isinstance(params, tuple) for p in params if isinstance(p, np.ndarray)]
+
+    def with_arrays(self, arrays: list[np.ndarray]) -> NumpyPolicy:
+        """A frozen copy with `arrays` (as `arrays()` gives them, same shapes) in place of the weights.
+
+        Raises:
+            ValueError: arrays of another number or shape.
+        """
+        arrays = [np.asarray(a) for a in arrays]
+        mine = self.arrays()
+        if [a.shape for a in arrays] != [a.shape for a in mine]:
+            raise ValueError(f"{len(arrays)} arrays of shapes {[a.shape for a in arrays]} for weights of shapes {[a.shape for a in mine]}")
+        given = iter(arrays)
+        steps = [(kind, tuple(next(given) if isinstance(p, np.ndarray) else p for p in params) if isinstance(params, tuple) else params)
+                 for kind, params in self.steps]
+        policy = copy.copy(self)
+        policy.steps = steps
+        return policy
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         x = np.asarray(obs, dtype=np.float32)

@@ -4,6 +4,7 @@
     agent/    networks, optimizer, update count, exploration RNG   (DQNAgent.save_state)
     loop/     env step, episodes, recent returns, evaluations, clocks, the current observation
     rngs/     Python's and numpy's global generators
+    learner/  with overlap_learning: the weights training acts on, one learner call behind (agent/learner.py)
     replay/   the replay memory's `state_dict()` (left out with --no-save-replay)
     env/      the live env's snapshot (envs/snapshot.py), so a resume continues mid-episode
 
@@ -215,8 +216,10 @@ class RunPart:
                   "the run resumes, but not bit for bit as it would have gone on", file=sys.stderr)
 
 
-def checkpoint_parts(cfg: DQNConfig, agent, replay: ReplayMemory, env, loop: LoopState, *, with_replay: bool = True) -> dict[str, Part]:
-    """A training run's parts in the order they are written and read (the run's identity first)."""
+def checkpoint_parts(cfg: DQNConfig, agent, replay: ReplayMemory, env, loop: LoopState, *, with_replay: bool = True,
+                     learner=None) -> dict[str, Part]:
+    """A training run's parts in the order they are written and read (the run's identity first); an overlapping
+    `learner` (agent/learner.py) adds the weights its acting lags on."""
     signature = {"obs_shape": list(agent.obs_shape), "obs_dtype": str(agent.obs_dtype), "num_actions": agent.num_actions,
                  "target": agent.target is not None}
     parts: dict[str, Part] = {
@@ -225,6 +228,8 @@ def checkpoint_parts(cfg: DQNConfig, agent, replay: ReplayMemory, env, loop: Loo
         "loop": StateDictPart(loop, "loop state"),
         "rngs": StateDictPart(GlobalRNGs(), "global RNG states"),
     }
+    if learner is not None and learner.overlap:
+        parts["learner"] = StateDictPart(learner, "learner's acting weights")
     if with_replay:
         parts["replay"] = StateDictPart(replay, "replay memory", optional=tuple(getattr(replay, "REBUILT_IF_MISSING", ())))
     parts["env"] = EnvPart(env)

@@ -268,7 +268,7 @@ def run_loop(run: Run, hooks: Sequence[Hook]) -> str:
         s.step = step
         # 1. act (epsilon-greedy) and step the env
         run.epsilon = epsilon_at(s.episodes if counts_episodes else step - 1)
-        action = int(agent.act(s.obs[None], run.epsilon)[0])
+        action = int(run.learner.act(s.obs[None], run.epsilon)[0])  # agent.act, on the weights of the latest learner call's start
         next_obs, reward, terminated, truncated, info = env.step(action)
 
         # 2. store; bootstrap only through `terminated` (a time limit is not a terminal state)
@@ -386,7 +386,7 @@ class Trainer:
         extends = total_steps is not None and total_steps != run.cfg.total_steps
         if extends:
             run.cfg = run.cfg.replace(total_steps=total_steps)
-            run.parts = checkpoint_parts(run.cfg, run.agent, run.replay, run.env, run.state, with_replay="replay" in run.parts)
+            run.parts = checkpoint_parts(run.cfg, run.agent, run.replay, run.env, run.state, with_replay="replay" in run.parts, learner=run.learner)
             run_files.save_config(run.run_dir, run.cfg)
         cfg, run_dir = run.cfg, run.run_dir
         run.started = time.perf_counter() - run.state.wall_seconds  # the clock runs while training, not between calls
@@ -395,6 +395,7 @@ class Trainer:
             signals = stack.enter_context(StopSignals())  # Ctrl-C / SIGTERM: finish this env step, save, exit
             run.signals = signals
             stack.callback(setattr, run, "signals", None)
+            stack.callback(run.learner.wait)  # an exception out of the loop: no learner call runs on behind it
             log = stack.enter_context(ProgressLog(run_dir))
             bar = _progress_bar(cfg.total_steps, progress, initial=run.state.step)
             if bar is not None:
@@ -441,15 +442,15 @@ def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, res
     state = LoopState(obs=np.zeros(obs_shape, obs_dtype))
     store = CheckpointStore(run_dir / "checkpoints", keep=keep, resume_hint=f"{command('train')} --resume {run_dir}")
     solve_return = cfg.solve_return if cfg.solve_return is not None else reward_threshold(cfg.env_id)
-    parts = checkpoint_parts(cfg, agent, replay, env, state, with_replay=save_replay)
     learner = Learner(cfg, agent, replay, state, overlap=cfg.overlap_learning)
     stack.callback(learner.close)
+    parts = checkpoint_parts(cfg, agent, replay, env, state, with_replay=save_replay, learner=learner)
     run = Run(cfg, run_dir, env, eval_env, agent, replay, state, store, parts, solve_return, learner)
 
     if resume:
         path = store.latest()
-        everything = checkpoint_parts(cfg, agent, replay, env, state, with_replay=True)
-        loaded = store.load(path, everything, optional=("replay",))
+        everything = checkpoint_parts(cfg, agent, replay, env, state, with_replay=True, learner=learner)
+        loaded = store.load(path, everything, optional=("replay", "learner"))
         where = f"checkpoint {path.name}"
         if state.step != store.last_step:
             raise CheckpointError(f"{where}: the step counters disagree")

@@ -112,11 +112,11 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
 
     epsilon = cfg.epsilon_end
     t_act = t_env = t_sample = t_update = t_priorities = 0.0
-    updates = 0
+    updates_before = agent.num_updates
     start = time.perf_counter()
     for step in range(1, steps + 1):
         a = time.perf_counter()
-        action = int(agent.act(obs[None], epsilon)[0])
+        action = int((learner or agent).act(obs[None], epsilon)[0])
         b = time.perf_counter()
         obs = env_step(obs, action)
         c = time.perf_counter()
@@ -127,7 +127,6 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
             t_sample += sample_s
             t_update += update_s
             t_priorities += priorities_s
-            updates += cfg.gradient_steps
         if cfg.target_update_period and step % cfg.target_update_period == 0:
             if learner is not None:
                 learner.settle()
@@ -135,6 +134,7 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
     if learner is not None:
         learner.settle()  # the last call's compute belongs to the timed steps
     total = time.perf_counter() - start
+    updates = agent.num_updates - updates_before  # as the agent counts them: every call's updates were taken in
     if learner is not None:
         learner.close()
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

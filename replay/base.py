@@ -117,6 +117,8 @@ class ReplayMemory(Protocol):
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None: ...
 
+    def cancel_deferred_priorities(self) -> None: ...
+
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
@@ -405,6 +407,10 @@ class Priorities:
         added = written[self.tree.leaves[written] > 0]  # sampleable now: their last write was an `add`
         self.tree.set(added, self.max_priority**self.alpha)
 
+    def cancel_deferred(self) -> None:
+        """The deferred update will not come (its learner call failed): stop logging writes."""
+        self._written = None
+
     def state_dict(self) -> dict[str, np.ndarray | float]:
         """The leaves (`p^alpha` per slot; the sums are rebuilt from them bit for bit) and the largest priority."""
         if self._written is not None:
@@ -469,3 +475,8 @@ class PrioritizedSampling:
         if self.priorities is None:
             raise ReplayMemoryError("this replay memory was built without priorities (prioritized=False)")
         self.priorities.update(indices, td_errors)
+
+    def cancel_deferred_priorities(self) -> None:
+        """A deferred draw's update will not come (its learner call failed); the priorities stay as they are."""
+        if self.priorities is not None:
+            self.priorities.cancel_deferred()

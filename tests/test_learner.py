@@ -65,24 +65,45 @@ def fresh_learner(overlap: bool, **changes):
     return Learner(cfg, agent, replay, state, overlap=overlap), agent, state, obs
 
 
-def test_overlapped_acting_uses_the_weights_of_the_call_before_until_settled():
+def test_overlapped_acting_uses_the_weights_of_the_latest_calls_start_however_often_it_is_settled():
     learner, agent, state, obs = fresh_learner(overlap=True)
     assert learner.overlap
-    before = agent.q_values(obs[None])
+    w0 = agent.q_values(obs[None])
     learner.call(beta=0.4)
     assert learner.pending and agent.num_updates == 0  # not taken in yet
-    np.testing.assert_array_equal(agent.q_values(obs[None]), before)  # acting: the copy from before the call
+    np.testing.assert_array_equal(learner._acting.q_values(obs[None]), w0)  # training acts on the weights the call began with
     learner.settle()
     assert not learner.pending and agent.num_updates == 4 and np.isfinite(state.metrics["loss"])
-    after = agent.q_values(obs[None])
-    assert not np.array_equal(after, before)
-    np.testing.assert_allclose(after, agent.online(obs[None]).numpy(), rtol=1e-5, atol=1e-5)  # the acting copy is the network now
+    w1 = agent.q_values(obs[None])  # evaluation, play, predict: the newest weights
+    assert not np.array_equal(w1, w0)
+    np.testing.assert_allclose(w1, agent.online(obs[None]).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(learner._acting.q_values(obs[None]), w0)  # a settle does not move acting: only a call does
+    assert np.argmax(w0) == learner.act(obs[None], 0.0)[0]
     learner.settle()  # nothing pending: a no-op
     assert agent.num_updates == 4
     learner.call(beta=0.4)
+    np.testing.assert_array_equal(learner._acting.q_values(obs[None]), w1)
     learner.call(beta=0.4)  # settles the one before first
     learner.close()
     assert agent.num_updates == 8
+
+
+def test_a_failed_overlapped_call_leaves_no_prioritized_draw_waiting(monkeypatch):
+    from agent.dqn import NonFiniteLossError
+
+    learner, agent, _, _ = fresh_learner(overlap=True, prioritized=True)
+    learner.call(beta=0.4)
+
+    def fails(results):
+        raise NonFiniteLossError("loss became nan")
+
+    monkeypatch.setattr(agent, "finish_update", fails)
+    with pytest.raises(NonFiniteLossError):
+        learner.settle()
+    assert not learner.pending
+    learner.replay.state_dict()  # no deferred update waits: the memory can be saved and drawn from again
+    learner.replay.sample_prioritized(1, 4, beta=0.4, deferred=True)
+    learner.close()
 
 
 def test_in_line_calls_take_effect_at_once_and_tensorflow_acting_never_overlaps():
@@ -99,13 +120,16 @@ def test_in_line_calls_take_effect_at_once_and_tensorflow_acting_never_overlaps(
     assert not learner.pending and agent.num_updates == 4
 
 
-def test_overlap_resume_is_bit_exact_from_a_checkpoint(tmp_path):
-    """Checkpoints settle the running call; a run paused at a checkpoint step and resumed is the run that went straight on."""
-    cfg = small_cfg(overlap_learning=True)
+@pytest.mark.parametrize("prioritized", [False, True], ids=["uniform", "prioritized"])
+def test_overlap_resume_is_bit_exact_from_any_step(tmp_path, prioritized):
+    """Paused at env step 460, while the call of step 448 is pending (no log, evaluation or checkpoint there): the
+    checkpoint settles it but keeps the weights acting lags on, so the resumed run is the run that went straight on.
+    Greedy acting and 16 updates per call make the 51 env steps to the next call depend on which weights act."""
+    cfg = small_cfg(overlap_learning=True, prioritized=prioritized, epsilon_start=0.0, epsilon_end=0.0, train_freq=64, gradient_steps=16)
     (tmp_path / "straight").mkdir()
     (tmp_path / "resumed").mkdir()
     straight = train(cfg, tmp_path / "straight", progress=False)
-    paused = train(cfg, tmp_path / "resumed", progress=False, pause_at=600)
+    paused = train(cfg, tmp_path / "resumed", progress=False, pause_at=460)
     assert not paused.finished
     resumed = train(cfg, tmp_path / "resumed", progress=False, resume=True)
     assert (straight.env_steps, straight.episodes, straight.updates) == (resumed.env_steps, resumed.episodes, resumed.updates)
@@ -114,6 +138,22 @@ def test_overlap_resume_is_bit_exact_from_a_checkpoint(tmp_path):
     b = run_files.load_model(tmp_path / "resumed").get_weights()
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_checkpoint_keeps_the_weights_acting_lags_on(tmp_path):
+    """Paused while a call is pending, the run settles it, so the network moves on, but training keeps acting on
+    the weights the call began with; a resume must act on those too, not on the network it loads."""
+    cfg = small_cfg(overlap_learning=True, train_freq=64, gradient_steps=16)
+    with Trainer(cfg, tmp_path) as trainer:
+        trainer.train(pause_at=460)  # the call of env step 448 was pending
+        run = trainer.run
+        held = run.learner._acting.arrays()
+        current = run.agent.frozen_acting_copy().arrays()
+    assert any(not np.array_equal(a, b) for a, b in zip(held, current))  # acting lags the network by that call
+    assert (tmp_path / "checkpoints" / "step-000000460" / "learner").is_dir()
+    with Trainer(cfg, tmp_path, resume=True) as trainer:
+        for a, b in zip(trainer.run.learner._acting.arrays(), held):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_overlap_lags_acting_by_one_call(tmp_path):
