@@ -33,7 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from agent.config import DQNConfig
-from agent.dqn import DQNAgent, PendingResults
+from agent.dqn import DQNAgent, NonFiniteLossError, PendingResults
 from agent.networks import NumpyPolicy
 from agent.policies import epsilon_greedy
 from agent.run_state import LoopState
@@ -54,6 +54,7 @@ class Learner:
         self.overlap = bool(overlap) and agent.acts_in_numpy
         self._executor: ThreadPoolExecutor | None = None
         self._pending: tuple[Future[PendingResults], np.ndarray | None] | None = None  # (the call, its samples' replay indices)
+        self._pending_step = 0  # the env step at which the pending call began
         self._acting: NumpyPolicy | None = None  # overlap: the weights as the latest call found them (None: the agent's own)
 
     def act(self, obs_batch: np.ndarray, epsilon: float) -> np.ndarray:
@@ -89,6 +90,7 @@ class Learner:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner")
         self._acting = self.agent.frozen_acting_copy()  # what acting uses until the next call, however often this one is settled
+        self._pending_step = self.state.step
         self._pending = (self._executor.submit(self.agent.compute_update, batch, weights), indices)
 
     @property
@@ -125,8 +127,10 @@ class Learner:
     def _take(self, results: PendingResults, indices: np.ndarray | None) -> None:
         try:
             metrics, td_errors = self.agent.finish_update(results)  # counts the updates, refreshes the agent's copy; raises on NaN
-        except Exception:
+        except NonFiniteLossError as e:
             self._drop_deferred(indices)  # as in line: a call that failed writes no priorities
+            if self.overlap:  # settled later than it began: say when it began
+                raise NonFiniteLossError(f"{e}, in the learner call begun at env step {self._pending_step}") from None
             raise
         if indices is not None:
             self.replay.update_priorities(indices, td_errors)

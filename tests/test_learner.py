@@ -170,6 +170,6 @@ def test_overlapped_non_finite_loss_stops_training_and_keeps_the_last_checkpoint
                     train_freq=1, gradient_steps=1, eval_every=0)
     with pytest.raises(TrainingStopped, match="loss became inf") as stopped:
         train(cfg, tmp_path, progress=False)
-    assert "step-000000200" in str(stopped.value)
+    assert "step-000000200" in str(stopped.value) and "in the learner call begun at env step 300" in str(stopped.value)
     assert all(np.isfinite(w).all() for w in run_files.load_model(tmp_path).get_weights())
     assert json.loads((tmp_path / "meta.json").read_text())["env_step"] == 200
