@@ -159,8 +159,11 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
                f"{cfg.train_freq} env steps, {agent.precision}{overlapped}), after {cfg.learning_starts:,} steps of random fill ({fill_s:.1f} s)")
     click.echo(f"  env steps/s      {result['env_steps_per_s']:8.1f}")
     click.echo(f"  updates/s        {result['updates_per_s']:8.2f}")
-    click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (+ {result['ms_per_sample']:.3f} ms sampling the batch"
-               + (f", + {result['ms_per_priority_update']:.3f} ms updating its priorities)" if cfg.prioritized else ")"))
+    if result["overlap_learning"]:
+        click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (the loop's own time in the calls: sampling, waiting, priorities)")
+    else:
+        click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (+ {result['ms_per_sample']:.3f} ms sampling the batch"
+                   + (f", + {result['ms_per_priority_update']:.3f} ms updating its priorities)" if cfg.prioritized else ")"))
     click.echo(f"  ms per act       {result['ms_per_act']:8.3f}   ({result['acting']})")
     click.echo(f"  ms per env step  {result['ms_per_env_step']:8.3f}   (emulator, preprocessing and replay.add)")
     click.echo(f"  peak RSS         {result['peak_rss_mb']:8.1f} MB   (replay {result['replay_mb']:.1f} MB)")
