@@ -7,7 +7,7 @@ samples' |TD errors| written back as their priorities (Schaul et al. 2016).
 
 With `overlap_learning` the compiled call runs in a worker thread while the
 loop acts and steps the env for the next `train_freq` env steps; on 2 cores
-this is ~8% more env steps per second on Breakout (README, **Overlapped
+this is ~9% more env steps per second on Breakout (README, **Overlapped
 learning**). Training then acts on the weights as they stood when the running
 call began (a frozen numpy copy, `Learner.act`): acting lags the newest weights
 by one learner call, as distributed DQN's actors lag their learner (Horgan et
