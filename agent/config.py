@@ -46,7 +46,7 @@ class DQNConfig:
     network: str = "auto"  # "mlp", "nature_cnn" or "auto" (MLP for vectors, CNN for images)
     hidden_sizes: tuple[int, ...] = (64, 64)  # MLP torso widths (units)
     dueling: bool = False  # dueling value/advantage head (Wang et al. 2016)
-    layer_norm: bool = False  # LayerNorm before each hidden ReLU of the MLP torso (Ba et al. 2016; Gallici et al. 2024)
+    layer_norm: bool = False  # LayerNorm before each hidden ReLU of the MLP torso, or the CNN's 512-unit one (Ba et al. 2016; Gallici et al. 2024)
     init_from: str | None = None  # a torso pretrained by `python -m classic pretrain` (.keras) to start from
     demos: str | None = None  # a `play.py --save-demos` file put into the replay before the first env step
 

@@ -83,7 +83,8 @@ def build_q_network(
         kind: "mlp", "nature_cnn" or "auto".
         hidden_sizes: MLP torso widths (ignored by the CNN).
         dueling: use a dueling head instead of a single linear layer.
-        layer_norm: LayerNorm before each ReLU of the MLP torso.
+        layer_norm: LayerNorm before each ReLU of the MLP torso, or before the
+            Nature CNN's 512-unit ReLU.
         precision: "float32", or "bfloat16": the torso computes in bfloat16
             (Keras's "mixed_bfloat16" policy: weights stay float32) and the
             head in float32, so Q-values keep float32's resolution (bfloat16
@@ -103,7 +104,7 @@ def build_q_network(
         with _global_dtype_policy("float32"):  # 1/255 in bfloat16 would be 1/254.0: every pixel 0.4% too bright in training only
             x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(x)
     with _global_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32"):
-        torso = mlp_torso(hidden_sizes, layer_norm=layer_norm) if kind == "mlp" else nature_cnn_torso()
+        torso = mlp_torso(hidden_sizes, layer_norm=layer_norm) if kind == "mlp" else nature_cnn_torso(layer_norm=layer_norm)
         for layer in torso:
             x = layer(x)
     with _global_dtype_policy("float32"):  # the head: float32, whatever the torso computes in

@@ -17,7 +17,8 @@ With `--set overlap_learning=true` each learner call runs in a worker thread
 while the next `train_freq` env steps are taken (agent/learner.py), as the
 training loop then does; `ms_per_update` is then the loop's own time per
 update in the call (sampling, waiting for the call before, priorities), not
-the update's compute.
+the update's compute, and `ms_per_sample` and `ms_per_priority_update` are
+null (they are inside it: `--set overlap_learning=false` times them apart).
 
     python bench/atari_throughput.py --env Breakout --steps 5000 [--prioritized] [--set key=value ...] [--json]
 """
@@ -138,14 +139,16 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
     if learner is not None:
         learner.close()
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    overlapped = learner is not None and learner.overlap
     result = {
         "env_id": cfg.env_id, "steps": steps, "train_freq": cfg.train_freq, "gradient_steps": cfg.gradient_steps,
         "batch_size": cfg.batch_size, "jit_compile": cfg.jit_compile, "acting": "numpy" if agent.acts_in_numpy else "tensorflow",
-        "precision": agent.precision, "overlap_learning": learner is not None and learner.overlap,
+        "precision": agent.precision, "overlap_learning": overlapped,
         "env_steps_per_s": round(steps / total, 1),
         "updates_per_s": round(updates / total, 2),
         "ms_per_update": round(1000 * t_update / max(updates, 1), 2),
-        "ms_per_sample": round(1000 * t_sample / max(updates, 1), 3),
+        # Overlapped, sampling and priority updates are inside the loop's time per call (ms_per_update): not split out (null).
+        "ms_per_sample": None if overlapped else round(1000 * t_sample / max(updates, 1), 3),
         "ms_per_act": round(1000 * t_act / steps, 3),
         "ms_per_env_step": round(1000 * t_env / steps, 3),
         "peak_rss_mb": round(peak_rss_mb, 1),
@@ -153,14 +156,15 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
         "fill_seconds": round(fill_s, 1),
     }
     if cfg.prioritized:
-        result.update(prioritized=True, ms_per_priority_update=round(1000 * t_priorities / max(updates, 1), 3))
-    overlapped = ", overlapped with acting" if result["overlap_learning"] else ""
+        result.update(prioritized=True, ms_per_priority_update=None if overlapped else round(1000 * t_priorities / max(updates, 1), 3))
+    how = f"{agent.precision}, overlapped with acting" if overlapped else agent.precision
     click.echo(f"{cfg.env_id}: {steps:,} env steps while learning ({cfg.gradient_steps} update(s) of batch {cfg.batch_size} every "
-               f"{cfg.train_freq} env steps, {agent.precision}{overlapped}), after {cfg.learning_starts:,} steps of random fill ({fill_s:.1f} s)")
+               f"{cfg.train_freq} env steps, {how}), after {cfg.learning_starts:,} steps of random fill ({fill_s:.1f} s)")
     click.echo(f"  env steps/s      {result['env_steps_per_s']:8.1f}")
     click.echo(f"  updates/s        {result['updates_per_s']:8.2f}")
-    if result["overlap_learning"]:
-        click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (the loop's own time in the calls: sampling, waiting, priorities)")
+    if overlapped:
+        click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (the loop's own time in the calls: sampling, waiting, priorities;"
+                   " --set overlap_learning=false splits them)")
     else:
         click.echo(f"  ms per update    {result['ms_per_update']:8.2f}   (+ {result['ms_per_sample']:.3f} ms sampling the batch"
                    + (f", + {result['ms_per_priority_update']:.3f} ms updating its priorities)" if cfg.prioritized else ")"))

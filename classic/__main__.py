@@ -153,7 +153,7 @@ def mobilenet(directory, epochs, batch_size, lr, image_size, seed, eager) -> Non
 @click.argument("demos", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), default="torso.keras", show_default=True, help="Where to save the .keras model.")
 @click.option("--hidden-sizes", default="64,64", show_default=True, help="MLP torso widths; must match the agent's preset.")
-@click.option("--layer-norm", is_flag=True, help="LayerNorm in the MLP torso, as the cartpole preset has (layer_norm = true).")
+@click.option("--layer-norm", is_flag=True, help="LayerNorm before the torso's hidden ReLUs (the MLP's, or the CNN's 512-unit one), as the agent's layer_norm = true.")
 @click.option("--epochs", type=positive_int, default=5, show_default=True)
 @click.option("--batch-size", type=positive_int, default=50, show_default=True)
 @click.option("--lr", type=positive_float, default=0.001, show_default=True)

@@ -61,12 +61,17 @@ def conv_stack(
     return layers
 
 
-def nature_cnn_torso(name: str = "torso") -> list[keras.layers.Layer]:
-    """The Nature DQN torso: 32 8x8/4, 64 4x4/2, 64 3x3/1 convolutions, then Dense 512."""
+def nature_cnn_torso(name: str = "torso", layer_norm: bool = False) -> list[keras.layers.Layer]:
+    """The Nature DQN torso: 32 8x8/4, 64 4x4/2, 64 3x3/1 convolutions, then Dense 512.
+
+    `layer_norm` normalises the 512 features' pre-activations, the layer the
+    Q-values are read from (Gallici et al. 2024 show a normalised last hidden
+    layer is what keeps TD learning from diverging).
+    """
     return [
         *conv_stack(NATURE_CNN_CONVS, name=f"{name}_conv"),
         keras.layers.Flatten(name=f"{name}_flatten"),
-        *dense_stack([NATURE_CNN_DENSE], name=f"{name}_dense"),
+        *dense_stack([NATURE_CNN_DENSE], name=f"{name}_dense", layer_norm=layer_norm),
     ]
 
 

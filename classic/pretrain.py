@@ -38,7 +38,7 @@ def build_policy_network(obs_shape: Sequence[int], obs_dtype, num_actions: int, 
     if np.dtype(obs_dtype) == np.uint8:
         x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(x)
     # Same rule as the agent's `auto` network: frames (H, W, C) get the Nature CNN, vectors the MLP.
-    torso = nature_cnn_torso() if len(obs_shape) == 3 else mlp_torso(hidden_sizes, layer_norm=layer_norm)
+    torso = nature_cnn_torso(layer_norm=layer_norm) if len(obs_shape) == 3 else mlp_torso(hidden_sizes, layer_norm=layer_norm)
     for layer in torso:
         x = layer(x)
     q = keras.layers.Dense(num_actions, name="q")(x)

@@ -96,16 +96,20 @@ def test_numpy_acting_matches_the_network():
         np.testing.assert_allclose(agent.q_values(obs), agent.online(obs).numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("dueling", [False, True])
-def test_numpy_acting_matches_the_nature_cnn(dueling, monkeypatch):
+@pytest.mark.parametrize("dueling,layer_norm", [(False, False), (True, False), (True, True)])
+def test_numpy_acting_matches_the_nature_cnn(dueling, layer_norm, monkeypatch):
     """The numpy copy (im2col convolutions) gives the Keras model's Q-values on uint8 frame stacks; big batches go to TF."""
+    import keras
+
     from agent import networks
     from agent.networks import NumpyPolicy
 
     monkeypatch.setattr(networks, "blas_single_threaded", lambda: True)  # whatever BLAS threads this shell asked for
 
-    cfg = DQNConfig(env_id="ALE/Breakout-v5", network="nature_cnn", dueling=dueling, jit_compile=False)
+    cfg = DQNConfig(env_id="ALE/Breakout-v5", network="nature_cnn", dueling=dueling, layer_norm=layer_norm, jit_compile=False)
     agent = DQNAgent((84, 84, 4), np.uint8, 4, cfg, seed=3)
+    norms = [layer for layer in agent.online.layers if isinstance(layer, keras.layers.LayerNormalization)]
+    assert [layer.output.shape[-1] for layer in norms] == ([512] if layer_norm else [])  # the 512 features, before their ReLU
     assert isinstance(agent._numpy_policy, NumpyPolicy) and agent._numpy_policy.max_batch == 8
     rng = np.random.default_rng(9)
     agent.set_online_weights([w + rng.normal(0, 0.01, w.shape).astype(w.dtype) for w in agent.online.get_weights()])  # biases too
