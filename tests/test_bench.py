@@ -60,6 +60,16 @@ def assert_numbers(out: dict, *keys: str) -> None:
         assert isinstance(out[key], (int, float)) and math.isfinite(out[key]) and out[key] >= 0, (key, out[key])
 
 
+def test_batch_transfer_times_the_copy_into_tensors_apart_from_the_update():
+    out = bench("batch_transfer.py", "--env", "Breakout", "--fill", "200", "--repeats", "2", "--set", "replay_capacity=1000",
+                "--set", "gradient_steps=2", "--set", "batch_size=8")
+    assert (out["env_id"], out["gradient_steps"], out["batch_size"]) == ("ALE/Breakout-v5", 2, 8)
+    frames_mb = 2 * (2 * 8 * 84 * 84 * 4) / 2**20  # obs and next_obs: the stacks of K * B samples, uint8
+    assert frames_mb <= out["batch_mb"] < frames_mb + 0.01  # plus actions, rewards and discounts
+    assert_numbers(out, "ms_sample", "ms_to_tensor", "ms_update", "to_tensor_share")
+    assert out["to_tensor_share"] == pytest.approx(out["ms_to_tensor"] / out["ms_update"], abs=1e-4)
+
+
 def test_atari_throughput_times_the_real_loop():
     from replay import FrameReplayBuffer
 
