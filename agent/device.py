@@ -63,6 +63,18 @@ def describe_precision(precision: str, resolved: str, gpu: bool) -> str:
     return f"mixed bfloat16 (bfloat16 compute; float32 weights, Q-values, loss and targets; {where})"
 
 
+TIMING_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")  # what moves a CNN update's speed
+
+
+def describe_cpu(cpuinfo: str | None = None) -> dict:
+    """What to print beside a timing: the first CPU's model name and the vector instructions that decide
+    these figures (from /proc/cpuinfo, or the text given; "unknown" and no flags where there is none)."""
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
+    flags = cpu_flags(text)
+    return {"cpu": model, "cpu_flags": [flag for flag in TIMING_CPU_FLAGS if flag in flags]}
+
+
 def cpu_model() -> str:
     """The CPU's model name as `lscpu` prints it ("AMD EPYC 7B13", ...)."""
     for line in _cpuinfo().splitlines():

@@ -57,6 +57,7 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
 
     from agent import config as config_lib
     from agent.presets import resolve_config
+    from agent.device import describe_cpu
     from agent.learner import Learner
     from agent.run_state import LoopState
     from agent.training import build_agent, make_replay, replay_targets
@@ -154,12 +155,14 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
         "peak_rss_mb": round(peak_rss_mb, 1),
         "replay_mb": round(replay.nbytes / 2**20, 1),
         "fill_seconds": round(fill_s, 1),
+        **describe_cpu(),
     }
     if cfg.prioritized:
         result.update(prioritized=True, ms_per_priority_update=None if overlapped else round(1000 * t_priorities / max(updates, 1), 3))
     how = f"{agent.precision}, overlapped with acting" if overlapped else agent.precision
     click.echo(f"{cfg.env_id}: {steps:,} env steps while learning ({cfg.gradient_steps} update(s) of batch {cfg.batch_size} every "
                f"{cfg.train_freq} env steps, {how}), after {cfg.learning_starts:,} steps of random fill ({fill_s:.1f} s)")
+    click.echo(f"  CPU              {result['cpu']} ({', '.join(result['cpu_flags']) or 'no AVX2'})")
     click.echo(f"  env steps/s      {result['env_steps_per_s']:8.1f}")
     click.echo(f"  updates/s        {result['updates_per_s']:8.2f}")
     if overlapped:

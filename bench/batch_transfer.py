@@ -62,7 +62,7 @@ def main(env_id, overrides, fill, repeats, as_json):
     import tensorflow as tf
 
     from agent import config as config_lib
-    from agent.device import cpu_model
+    from agent.device import describe_cpu
     from agent.presets import resolve_config
     from agent.training import build_agent, make_replay
     from envs import make_env, obs_signature
@@ -94,11 +94,11 @@ def main(env_id, overrides, fill, repeats, as_json):
         "ms_sample": round(median_ms(lambda: replay.sample_many(cfg.gradient_steps, cfg.batch_size), repeats), 3),
         "ms_to_tensor": round(median_ms(to_tensors, repeats), 3),
         "ms_update": round(median_ms(lambda: agent.update(batch), max(3, repeats // 3)), 2),
-        "cpu": cpu_model(),
+        **describe_cpu(),
     }
     result["to_tensor_share"] = round(result["ms_to_tensor"] / result["ms_update"], 4)
     click.echo(f"{cfg.env_id}: a learner call of {cfg.gradient_steps} batch(es) of {cfg.batch_size} ({result['batch_mb']} MB), "
-               f"medians of {repeats} calls, CPU: {result['cpu']}")
+               f"medians of {repeats} calls, CPU: {result['cpu']} ({', '.join(result['cpu_flags']) or 'no AVX2'})")
     click.echo(f"  sampling (numpy gather)   {result['ms_sample']:8.3f} ms")
     click.echo(f"  numpy -> tensors          {result['ms_to_tensor']:8.3f} ms   ({100 * result['to_tensor_share']:.2f}% of the call)")
     click.echo(f"  the compiled call         {result['ms_update']:8.2f} ms   (conversion included)")

@@ -67,6 +67,7 @@ def test_batch_transfer_times_the_copy_into_tensors_apart_from_the_update():
     frames_mb = 2 * (2 * 8 * 84 * 84 * 4) / 2**20  # obs and next_obs: the stacks of K * B samples, uint8
     assert frames_mb <= out["batch_mb"] < frames_mb + 0.01  # plus actions, rewards and discounts
     assert_numbers(out, "ms_sample", "ms_to_tensor", "ms_update", "to_tensor_share")
+    assert isinstance(out["cpu"], str) and isinstance(out["cpu_flags"], list)
     assert out["to_tensor_share"] == pytest.approx(out["ms_to_tensor"] / out["ms_update"], abs=1e-4)
 
 
@@ -77,7 +78,10 @@ def test_atari_throughput_times_the_real_loop():
                 "--set", "gradient_steps=1", "--set", "batch_size=8", "--set", "replay_capacity=1000")
     timings = ("env_steps_per_s", "updates_per_s", "ms_per_update", "ms_per_sample", "ms_per_act", "ms_per_env_step", "peak_rss_mb", "fill_seconds")
     assert set(out) == {"env_id", "steps", "train_freq", "gradient_steps", "batch_size", "jit_compile", "acting", "precision", "replay_mb",
-                        "prioritized", "ms_per_priority_update", "overlap_learning", *timings}
+                        "prioritized", "ms_per_priority_update", "overlap_learning", "cpu", "cpu_flags", *timings}
+    from agent.device import describe_cpu
+
+    assert (out["cpu"], out["cpu_flags"]) == tuple(describe_cpu().values())  # every timing names its CPU
     assert out["overlap_learning"] is (out["acting"] == "numpy")  # the preset overlaps where acting runs in numpy
     assert out["prioritized"] is True  # the Breakout preset learns from prioritized replay
     split = ("ms_per_sample", "ms_per_priority_update")  # overlapped, inside ms_per_update: null, not a made-up 0

@@ -33,10 +33,13 @@ def test_summary_needs_a_run_on_each_side():
 
 
 def test_cpu_description_names_the_first_model_and_the_vector_flags_that_matter():
+    from agent.device import describe_cpu
+
     cpuinfo = ("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 amx_tile\n\n"
                "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
-    assert load_vs_sb3().cpu_description(cpuinfo) == {"cpu": "Some CPU 9000", "cpu_flags": ["avx2", "fma", "avx512f", "avx512_bf16"]}
-    assert load_vs_sb3().cpu_description("") == {"cpu": "unknown", "cpu_flags": []}
+    assert describe_cpu(cpuinfo) == {"cpu": "Some CPU 9000", "cpu_flags": ["avx2", "fma", "avx512f", "avx512_bf16"]}
+    assert describe_cpu("") == {"cpu": "unknown", "cpu_flags": []}
+    assert load_vs_sb3().describe_cpu is describe_cpu  # the side by side prints the same
 
 
 def test_the_peer_side_without_the_extra_is_one_line_and_exit_2():

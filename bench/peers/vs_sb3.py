@@ -38,6 +38,9 @@ from pathlib import Path
 import click
 
 BENCH = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BENCH.parent))
+
+from agent.device import describe_cpu  # noqa: E402  (light: no TensorFlow)
 # Our config fields set to rl-baselines3-zoo's CartPole-v1 entry (what decides the cost per env step)
 ZOO_CARTPOLE = {"hidden_sizes": "[256,256]", "layer_norm": "false", "dueling": "false", "batch_size": "64", "train_freq": "256",
                 "gradient_steps": "128", "target_update_period": "10", "double_dqn": "false", "n_steps": "1",
@@ -62,23 +65,6 @@ def summarize(ours: list[float], sb3: list[float]) -> dict:
         "ours_spread": [min(ours), max(ours)], "sb3_spread": [min(sb3), max(sb3)],
         "pair_ratios": [round(o / s, 3) for o, s in zip(ours, sb3)],
     }
-
-
-def cpu_description(cpuinfo: str | None = None) -> dict:
-    """The CPU model and the vector instructions that decide these figures (from /proc/cpuinfo, or the text given)."""
-    model, flags = "unknown", set()
-    try:
-        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return {"cpu": model, "cpu_flags": [f for f in wanted if f in flags]}
 
 
 def run_json(args: list[str]) -> dict:
@@ -108,7 +94,7 @@ def main(env: str, steps: int, fill: int, repeats: int, as_json: bool) -> None:
     least = int(ZOO_CARTPOLE["train_freq"]) if env == "CartPole-v1" else 16  # one learner call (Breakout preset: every 16 env steps)
     if repeats < 1 or steps < least:
         raise click.UsageError(f"--repeats must be >= 1 and --steps >= {least} for {env}, got {repeats} and {steps}")
-    cpu = cpu_description()
+    cpu = describe_cpu()
     click.echo(f"CPU: {cpu['cpu']} ({', '.join(cpu['cpu_flags']) or 'no AVX2'}); {env}: {repeats} runs per side of {steps:,} env steps each")
     ours, sb3 = [], []
     for i in range(repeats):
