@@ -201,7 +201,8 @@ class DQNAgent:
             status.assert_existing_objects_matched()
             status.expect_partial()
         except Exception as e:  # TF raises several types for shape mismatches and damaged bundles
-            raise CheckpointError(f"{where}: the networks do not fit this run ({type(e).__name__}); was it made with another config?") from None
+            raise CheckpointError(f"{where}: the networks do not fit this run ({type(e).__name__}); was it made with another config, "
+                                  "or (a Nature CNN with layer_norm = true) before LayerNorm reached the CNN's 512-unit layer?") from None
         self.refresh_acting_copy()
         state = read_state(directory, where, like=self.state_dict())
         try:

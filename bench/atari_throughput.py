@@ -87,6 +87,9 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
     fill_s = time.perf_counter() - t0
 
     learner = Learner(cfg, agent, replay, LoopState(obs=obs), overlap=True) if cfg.overlap_learning else None
+    if learner is not None and not learner.overlap:  # acting in TF (a BLAS other than OpenBLAS): the calls stay in line, timed apart below
+        learner.close()
+        learner = None
 
     def learn():
         """The learner call of the training loop; returns the seconds of (sampling, update, priority update)."""
@@ -140,7 +143,7 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
     if learner is not None:
         learner.close()
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    overlapped = learner is not None and learner.overlap
+    overlapped = learner is not None
     result = {
         "env_id": cfg.env_id, "steps": steps, "train_freq": cfg.train_freq, "gradient_steps": cfg.gradient_steps,
         "batch_size": cfg.batch_size, "jit_compile": cfg.jit_compile, "acting": "numpy" if agent.acts_in_numpy else "tensorflow",

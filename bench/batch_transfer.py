@@ -5,13 +5,15 @@ The issue of throughput asked whether the learner call copies the batch more
 than it must. A Breakout learner call samples `gradient_steps` batches of 32
 stacked frames from the frame memory (numpy: the stacks are rebuilt from
 stored frames, one copy that cannot be avoided) and hands them to the compiled
-update, where `tf.convert_to_tensor` copies obs and next_obs into TensorFlow's
-memory. This times the three apart, each the median of `--repeats` calls:
+update, where `tf.convert_to_tensor` turns obs and next_obs into tensors (a
+copy into TensorFlow's memory, unless it can share the numpy buffer). This
+times the three apart, each the median of `--repeats` calls:
 
 - `ms_sample`: `replay.sample_many` (the gather that builds the stacks);
 - `ms_to_tensor`: converting that batch's arrays into tensors as
   `DQNAgent.compute_update` does;
-- `ms_update`: the whole compiled call (`agent.update`, conversion included).
+- `ms_update`: the whole compiled call, conversion included (with
+  `prioritized=true`, the Breakout preset's, the weighted update the loop runs).
 
 The replay holds random frames (the content does not change the copies).
 
@@ -57,6 +59,8 @@ def median_ms(fn, repeats: int) -> float:
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
 @cli_errors(EnvError)
 def main(env_id, overrides, fill, repeats, as_json):
+    if repeats < 1 or fill < 100:
+        raise click.UsageError(f"--repeats must be >= 1 and --fill >= 100 (transitions to sample from), got {repeats} and {fill}")
     tfquiet.setup()
     import numpy as np
     import tensorflow as tf
@@ -81,19 +85,23 @@ def main(env_id, overrides, fill, repeats, as_json):
         obs = next_obs
 
     batch = replay.sample_many(cfg.gradient_steps, cfg.batch_size)
+    weights = np.ones(np.shape(batch.actions), np.float32)
+
+    def update():
+        return agent.update_prioritized(batch, weights) if cfg.prioritized else agent.update(batch)
 
     def to_tensors():
         return [tf.convert_to_tensor(batch.obs), tf.convert_to_tensor(batch.next_obs),
                 tf.convert_to_tensor(batch.actions, dtype=tf.int32), tf.convert_to_tensor(batch.rewards, dtype=tf.float32),
                 tf.convert_to_tensor(batch.discounts, dtype=tf.float32)]
 
-    batch_bytes = sum(np.asarray(x).nbytes for x in batch if x is not None)
+    batch_bytes = sum(np.asarray(x).nbytes for x in (batch.obs, batch.next_obs, batch.actions, batch.rewards, batch.discounts))
     result = {
         "env_id": cfg.env_id, "gradient_steps": cfg.gradient_steps, "batch_size": cfg.batch_size,
         "batch_mb": round(batch_bytes / 2**20, 3),
         "ms_sample": round(median_ms(lambda: replay.sample_many(cfg.gradient_steps, cfg.batch_size), repeats), 3),
         "ms_to_tensor": round(median_ms(to_tensors, repeats), 3),
-        "ms_update": round(median_ms(lambda: agent.update(batch), max(3, repeats // 3)), 2),
+        "ms_update": round(median_ms(update, max(3, repeats // 3)), 2),
         **describe_cpu(),
     }
     result["to_tensor_share"] = round(result["ms_to_tensor"] / result["ms_update"], 4)
