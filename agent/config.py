@@ -40,7 +40,7 @@ class DQNConfig:
     total_steps: int = 50_000  # env steps of training
     train_minutes: float | None = None  # also stop once training time (evaluations excluded, all sessions) reaches this; then the final evaluation
     pixels: bool = False  # observe rendered frames (gray 84x84, 4 stacked) instead of the state vector
-    pixel_view: str = "full"  # with pixels: the "full" frame, or "cart" (CartPole: a window that follows the cart)
+    pixel_view: str = "full"  # with pixels: the "full" frame, "cart" (CartPole: a window that follows the cart) or "cart_track" (that window over the whole track)
 
     # --- Q-network ---
     network: str = "auto"  # "mlp", "nature_cnn" or "auto" (MLP for vectors, CNN for images)
@@ -293,7 +293,7 @@ def validate(cfg: DQNConfig) -> DQNConfig:
     )
     need(cfg.network in ("auto", "mlp", "nature_cnn"), f"network must be 'auto', 'mlp' or 'nature_cnn', got {cfg.network!r}")
     need(len(cfg.hidden_sizes) >= 1 and all(u >= 1 for u in cfg.hidden_sizes), f"hidden_sizes must be positive widths, got {list(cfg.hidden_sizes)}")
-    need(cfg.pixel_view in ("full", "cart"), f"pixel_view must be 'full' or 'cart', got {cfg.pixel_view!r}")
+    need(cfg.pixel_view in ("full", "cart", "cart_track"), f"pixel_view must be 'full', 'cart' or 'cart_track', got {cfg.pixel_view!r}")
     need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     need(cfg.optimizer in ("adam", "rmsprop"), f"optimizer must be 'adam' or 'rmsprop', got {cfg.optimizer!r}")
     need(cfg.loss in ("huber", "mse"), f"loss must be 'huber' or 'mse', got {cfg.loss!r}")

@@ -63,7 +63,8 @@ def make_env(
         render_mode: passed to `gym.make` ("rgb_array" for videos and windows).
         pixels: observe rendered frames (gray 84x84, 4 stacked, uint8) instead
             of the state vector; for classic-control envs.
-        pixel_view: "full" frame or "cart" (a window following CartPole's cart).
+        pixel_view: "full" frame, "cart" (a window following CartPole's cart) or
+            "cart_track" (that window over a strip of the whole track).
 
     Raises:
         EnvError: for an unknown id, a continuous action space or an

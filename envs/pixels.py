@@ -70,15 +70,45 @@ class CartWindow(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         return np.ascontiguousarray(frame[self.ROWS[0]:self.ROWS[1], left:left + self.WIDTH])
 
 
+class CartTrackWindow(CartWindow):
+    """`CartWindow` with the whole track underneath: where the cart is, and (across the stack) how fast it goes.
+
+    Inside the window the cart stays in the middle and the track is a plain
+    line, so the cart's position and velocity do not show until the window
+    stops at the frame's edge: an agent can balance the pole but not see
+    itself drift towards the x limit, which ends most of its games. A strip
+    under the window shows the cart's rows of the whole frame, 600 columns
+    squeezed into the window's 240 (`cv2.INTER_AREA`), each row repeated so
+    the strip keeps `STRIP_ROWS` rows after the resize to 84x84.
+    """
+
+    STRIP_ROWS = 24  # ~11 of the 84 rows after the resize: the cart is a ~9x11 blob on it
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(0, 255, (self.ROWS[1] - self.ROWS[0] + self.STRIP_ROWS, self.WIDTH), np.uint8)
+
+    def observation(self, frame: np.ndarray) -> np.ndarray:
+        body = frame[self.BODY_ROWS[0]:self.BODY_ROWS[1]]
+        track = cv2.resize(body, (self.WIDTH, len(body)), interpolation=cv2.INTER_AREA)
+        strip = np.repeat(track, -(-self.STRIP_ROWS // len(track)), axis=0)[:self.STRIP_ROWS]
+        return np.concatenate([super().observation(frame), strip], axis=0)
+
+
+VIEWS = {"full": None, "cart": CartWindow, "cart_track": CartTrackWindow}  # pixel_view -> the wrapper that crops the gray frame
+
+
 def wrap_pixels(env: gym.Env, frame_stack: int = FRAME_STACK, view: str = "full") -> gym.Env:
     """Gray, resized, stacked frames `uint8 (84, 84, frame_stack)` from an env made with render_mode="rgb_array".
 
     Args:
-        view: "full" frame, or "cart" (`CartWindow`, CartPole only).
+        view: "full" frame, "cart" (`CartWindow`) or "cart_track" (`CartTrackWindow`); the last two CartPole only.
     """
     if env.render_mode != "rgb_array":
         raise ValueError(f"pixel observations need render_mode='rgb_array', got {env.render_mode!r}")
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {sorted(VIEWS)}, got {view!r}")
     env = GrayRender(env)
-    if view == "cart":
-        env = CartWindow(env)
+    if VIEWS[view] is not None:
+        env = VIEWS[view](env)
     return FrameStack(ResizeFrame(env, FRAME_SIZE), frame_stack)

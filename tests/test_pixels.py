@@ -49,3 +49,30 @@ def test_pixel_view_cart_is_only_for_pixel_cartpole():
         make_env("Acrobot-v1", pixels=True, pixel_view="cart")
     with pytest.raises(EnvError, match="pixel_view"):
         make_env("CartPole-v1", pixel_view="cart")
+
+
+def test_the_track_strip_shows_where_the_cart_is_while_the_window_follows_it():
+    """pixel_view="cart_track": the window part keeps the cart in the middle; the strip under it puts the cart where it is
+    on the whole track (CartPole draws x = +-2.4 at the frame's edges), so position and velocity are observable."""
+    env = make_env("CartPole-v1", seed=0, pixels=True, pixel_view="cart_track")
+    env.reset(seed=0)
+    xs = (-1.5, 0.0, 1.5)
+    in_window, on_strip = [], []
+    for x in xs:
+        env.unwrapped.state = np.array([x, 0.0, 0.05, 0.0])
+        obs, *_ = env.step(0)
+        assert obs.shape == (84, 84, 4) and obs.dtype == np.uint8
+        frame = obs[..., -1]
+        in_window.append(cart_column(frame[67:71]))  # the cart's body in the window (frame rows 306-315 of the 184 resized)
+        on_strip.append(cart_column(frame))  # the bottom rows: the strip
+    assert all(abs(col - 42) <= 3 for col in in_window), in_window
+    assert on_strip == pytest.approx([42 * (1 + x / 2.4) for x in xs], abs=2.5), on_strip
+    env.close()
+
+
+def test_an_unknown_pixel_view_is_refused_by_the_config():
+    from agent.config import DQNConfig, validate
+    from agent.errors import UserError
+
+    with pytest.raises(UserError, match="pixel_view must be 'full', 'cart' or 'cart_track'"):
+        validate(DQNConfig(env_id="CartPole-v1", pixels=True, pixel_view="track"))
