@@ -57,7 +57,7 @@ def median_ms(fn, repeats: int) -> float:
 @click.option("--fill", type=int, default=5_000, show_default=True, help="Transitions of random frames put in the replay first.")
 @click.option("--repeats", type=int, default=30, show_default=True, help="Timed calls of each part (the median is reported).")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
-@cli_errors(EnvError)
+@cli_errors(also=(EnvError,))
 def main(env_id, overrides, fill, repeats, as_json):
     if repeats < 1 or fill < 100:
         raise click.UsageError(f"--repeats must be >= 1 and --fill >= 100 (transitions to sample from), got {repeats} and {fill}")

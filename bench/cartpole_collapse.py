@@ -13,6 +13,11 @@ after each slice reports about the network at that moment:
   those, how many ended with the cart off the track.
 
     python bench/cartpole_collapse.py --seed 2 [--set key=value ...] [--json]
+
+`--run DIR` looks at a finished run instead (its `model.keras`, state or
+pixels): the greedy return of `--episodes` episodes and how they ended.
+
+    python bench/cartpole_collapse.py --run runs/pix/ln-s0 [--json]
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import click  # noqa: E402
 import numpy as np  # noqa: E402
 
+from agent.errors import cli_errors  # noqa: E402
+
 X_LIMIT = 2.4  # CartPole-v1: the cart leaves the track beyond this (m)
 ANGLE_LIMIT = 12 * 2 * np.pi / 360  # the pole has fallen beyond this (rad)
 
@@ -36,20 +43,22 @@ def greedy_episodes(q_fn, env, episodes: int, seed: int) -> dict:
     from agent.episodes import EpisodeRunner
     from agent.policies import QPolicy
 
-    ends, q_max, gaps = {"pole": 0, "cart": 0, "time": 0}, [], []
+    ends, q_max, gaps, end_x = {"pole": 0, "cart": 0, "time": 0}, [], [], []
     runner = EpisodeRunner(env, QPolicy(q_fn, int(env.action_space.n)), episodes=episodes, seed=seed, render=False)
     for view in runner:
         if not view.done:  # the states an action was chosen in
             q_max.append(float(view.q_values.max()))
             gaps.append(float(abs(view.q_values[0] - view.q_values[1])))
-        elif view.truncated and not view.terminated:
+            continue
+        end_x.append(round(float(env.unwrapped.state[0]), 3))  # where the cart was when the episode ended (m)
+        if view.truncated and not view.terminated:
             ends["time"] += 1
-        elif abs(view.obs[0]) > X_LIMIT:
+        elif abs(env.unwrapped.state[0]) > X_LIMIT:  # the last state, before the next reset (pixel observations hold no x)
             ends["cart"] += 1
         else:
             ends["pole"] += 1
     return {"mean": float(np.mean(runner.scores)), "ends": ends, "q_max": float(np.mean(q_max)), "gap": float(np.mean(gaps)),
-            "gap_median": float(np.median(gaps))}
+            "gap_median": float(np.median(gaps)), "end_x": end_x}
 
 
 def replay_terminals(run_dir: Path, size: int, recent: int) -> dict:
@@ -71,17 +80,34 @@ def replay_terminals(run_dir: Path, size: int, recent: int) -> dict:
 @click.option("--preset", default="cartpole", show_default=True)
 @click.option("--every", type=int, default=2_500, show_default=True, help="Env steps between looks.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False), help="Look at this finished run's model.keras instead of training.")
+@click.option("--episodes", type=click.IntRange(min=1), default=10, show_default=True, help="Greedy episodes per look.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
-def main(seed, preset, every, overrides, as_json):
+@cli_errors()
+def main(seed, preset, every, overrides, run_dir, episodes, as_json):
     import tfquiet
 
     tfquiet.setup()
     from agent import config as config_lib
     from agent.presets import resolve_config
     from agent.policies import keras_q_fn
-    from agent.run_dir import load_model
+    from agent.run_dir import load_config, load_model
     from agent.training import train
     from envs import make_env
+
+    if run_dir is not None:
+        run_cfg = load_config(run_dir)
+        if run_cfg.env_id != "CartPole-v1":
+            raise click.UsageError(f"--run {run_dir} trained {run_cfg.env_id}; this bench looks at CartPole-v1 runs")
+        env = make_env(run_cfg.env_id, seed=seed + 10_000, mode="eval", pixels=run_cfg.pixels, pixel_view=run_cfg.pixel_view)
+        look = greedy_episodes(keras_q_fn(load_model(run_dir)), env, episodes, seed + 20_000)
+        e = look["ends"]
+        click.echo(f"{run_dir}: greedy {look['mean']:.1f} over {episodes} episodes; ended by the pole {e['pole']}, the cart leaving "
+                   f"the track {e['cart']}, the time limit {e['time']}; max Q {look['q_max']:.1f}, |gap| {look['gap']:.2f}")
+        click.echo(f"  the cart's x at each end (m; the track ends at +-{X_LIMIT}): {', '.join(f'{x:.2f}' for x in look['end_x'])}")
+        if as_json:
+            click.echo(json.dumps({"run": str(run_dir), "episodes": episodes, **look}))
+        return
 
     cfg = resolve_config(preset=preset, overrides=config_lib.parse_overrides(overrides)).replace(
         seed=seed, eval_every=0, eval_episodes=1, checkpoint_every=0, record_every=0)
@@ -93,7 +119,7 @@ def main(seed, preset, every, overrides, as_json):
         run = Path(tmp)
         for stop in range(every, cfg.total_steps + 1, every):
             train(cfg.replace(total_steps=cfg.total_steps + 1), run, progress=False, resume=stop > every, keep=1, pause_at=stop)
-            look = greedy_episodes(keras_q_fn(load_model(run)), env, 10, seed + 20_000)
+            look = greedy_episodes(keras_q_fn(load_model(run)), env, episodes, seed + 20_000)
             mem = replay_terminals(run, stop, every)
             row = {"env_step": stop, **look, **mem}
             rows.append(row)

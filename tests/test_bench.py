@@ -56,6 +56,33 @@ def test_cartpole_collapse_looks_at_the_run_in_slices():
         assert 0.0 <= row["terminal_share"] <= 1.0 and row["gap"] >= 0.0
 
 
+@pytest.mark.parametrize("pixels", [False, True])
+def test_cartpole_collapse_looks_at_a_finished_run_and_says_where_the_cart_was(tmp_path, pixels):
+    """`--run`: a saved model's greedy episodes, how each ended and the cart's x then (read from the env: pixels hold no x)."""
+    from agent.config import DQNConfig
+    from agent.networks import build_q_network
+    from agent.run_dir import save_config, save_model
+
+    cfg = DQNConfig(env_id="CartPole-v1", pixels=pixels, pixel_view="cart_track" if pixels else "full", network="auto")
+    obs_shape, dtype = ((84, 84, 4), "uint8") if pixels else ((4,), "float32")
+    save_config(tmp_path, cfg)
+    save_model(tmp_path, build_q_network(obs_shape, dtype, 2))  # untrained: its games end within a few dozen steps
+    out = bench("cartpole_collapse.py", "--run", str(tmp_path), "--episodes", "3")
+    assert out["episodes"] == 3 and len(out["end_x"]) == 3 and sum(out["ends"].values()) == 3
+    assert out["ends"]["cart"] == sum(abs(x) > 2.4 for x in out["end_x"])  # "cart" exactly where x is past the track's end
+    assert out["ends"]["time"] == 0 and 0 < out["mean"] < 500
+
+
+def test_cartpole_collapse_refuses_a_run_of_another_env_in_one_line(tmp_path):
+    from agent.config import DQNConfig
+    from agent.run_dir import save_config
+
+    save_config(tmp_path, DQNConfig(env_id="Acrobot-v1"))
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "cartpole_collapse.py"), "--run", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "trained Acrobot-v1" in done.stderr and "Traceback" not in done.stderr
+
+
 def assert_numbers(out: dict, *keys: str) -> None:
     for key in keys:
         assert isinstance(out[key], (int, float)) and math.isfinite(out[key]) and out[key] >= 0, (key, out[key])
