@@ -111,6 +111,8 @@ def main(seed, preset, every, overrides, run_dir, episodes, as_json):
 
     cfg = resolve_config(preset=preset, overrides=config_lib.parse_overrides(overrides)).replace(
         seed=seed, eval_every=0, eval_episodes=1, checkpoint_every=0, record_every=0)
+    if cfg.pixels:  # the slices read x from the replay's state vectors
+        raise click.UsageError("training in slices looks at state CartPole only; for a pixel run use --run DIR on the finished run")
     env = make_env(cfg.env_id, seed=seed + 10_000, mode="eval")
     rows = []
     click.echo(f"preset {preset} {' '.join(overrides)} seed {seed}: a look every {every:,} env steps")
