@@ -70,17 +70,18 @@ def describe_cpu(cpuinfo: str | None = None) -> dict:
     """What to print beside a timing: the first CPU's model name and the vector instructions that decide
     these figures (from /proc/cpuinfo, or the text given; "unknown" and no flags where there is none)."""
     text = _cpuinfo() if cpuinfo is None else cpuinfo
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
     flags = cpu_flags(text)
-    return {"cpu": model, "cpu_flags": [flag for flag in TIMING_CPU_FLAGS if flag in flags]}
+    return {"cpu": _model_name(text) or "unknown", "cpu_flags": [flag for flag in TIMING_CPU_FLAGS if flag in flags]}
+
+
+def _model_name(cpuinfo: str) -> str | None:
+    """The first "model name" of /proc/cpuinfo's text; None where there is none."""
+    return next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), None)
 
 
 def cpu_model() -> str:
     """The CPU's model name as `lscpu` prints it ("AMD EPYC 7B13", ...)."""
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return _model_name(_cpuinfo()) or platform.processor() or platform.machine() or "unknown CPU"
 
 
 def visible_gpus() -> list:

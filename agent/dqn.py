@@ -259,7 +259,16 @@ class DQNAgent:
             batch = Batch(*(np.expand_dims(x, 0) for x in batch))
             weights = None if weights is None else np.asarray(weights)[None]
         # Without weights the traced graph is the one of plain DQN (the weighted loss is a separate trace).
-        outputs = self._update_fn(
+        outputs = self._update_fn(*self.batch_tensors(batch, weights))
+        loss, q_mean, grad_norm, applied, bad_loss, bad_grad_norm, td_errors = (x.numpy() for x in outputs)
+        return PendingResults(int(batch.actions.shape[0]), actions_shape, int(applied), float(loss), float(q_mean), float(grad_norm),
+                              float(bad_loss), float(bad_grad_norm), td_errors)
+
+    @staticmethod
+    def batch_tensors(batch: Batch, weights: np.ndarray | None = None) -> tuple:
+        """The compiled update's arguments: the batch's arrays as tensors (obs, actions, rewards, next_obs, discounts, weights).
+        bench/batch_transfer.py times this step apart from the update."""
+        return (
             tf.convert_to_tensor(batch.obs),
             tf.convert_to_tensor(batch.actions, dtype=tf.int32),
             tf.convert_to_tensor(batch.rewards, dtype=tf.float32),
@@ -267,9 +276,6 @@ class DQNAgent:
             tf.convert_to_tensor(batch.discounts, dtype=tf.float32),
             None if weights is None else tf.convert_to_tensor(weights, dtype=tf.float32),
         )
-        loss, q_mean, grad_norm, applied, bad_loss, bad_grad_norm, td_errors = (x.numpy() for x in outputs)
-        return PendingResults(int(batch.actions.shape[0]), actions_shape, int(applied), float(loss), float(q_mean), float(grad_norm),
-                              float(bad_loss), float(bad_grad_norm), td_errors)
 
     def finish_update(self, results: PendingResults) -> tuple[dict[str, float], np.ndarray]:
         """Count the updates `compute_update` applied and refresh the acting copy; returns `update`'s metrics and |delta|.

@@ -63,7 +63,6 @@ def main(env_id, overrides, fill, repeats, as_json):
         raise click.UsageError(f"--repeats must be >= 1 and --fill >= 100 (transitions to sample from), got {repeats} and {fill}")
     tfquiet.setup()
     import numpy as np
-    import tensorflow as tf
 
     from agent import config as config_lib
     from agent.device import describe_cpu
@@ -91,9 +90,7 @@ def main(env_id, overrides, fill, repeats, as_json):
         return agent.update_prioritized(batch, weights) if cfg.prioritized else agent.update(batch)
 
     def to_tensors():
-        return [tf.convert_to_tensor(batch.obs), tf.convert_to_tensor(batch.next_obs),
-                tf.convert_to_tensor(batch.actions, dtype=tf.int32), tf.convert_to_tensor(batch.rewards, dtype=tf.float32),
-                tf.convert_to_tensor(batch.discounts, dtype=tf.float32)]
+        return agent.batch_tensors(batch, weights if cfg.prioritized else None)
 
     batch_bytes = sum(np.asarray(x).nbytes for x in (batch.obs, batch.next_obs, batch.actions, batch.rewards, batch.discounts))
     result = {

@@ -50,10 +50,11 @@ def greedy_episodes(q_fn, env, episodes: int, seed: int) -> dict:
             q_max.append(float(view.q_values.max()))
             gaps.append(float(abs(view.q_values[0] - view.q_values[1])))
             continue
-        end_x.append(round(float(env.unwrapped.state[0]), 3))  # where the cart was when the episode ended (m)
+        x = float(env.unwrapped.state[0])  # where the cart was at the end (m): the last state, before the next reset (pixels hold no x)
+        end_x.append(round(x, 3))
         if view.truncated and not view.terminated:
             ends["time"] += 1
-        elif abs(env.unwrapped.state[0]) > X_LIMIT:  # the last state, before the next reset (pixel observations hold no x)
+        elif abs(x) > X_LIMIT:
             ends["cart"] += 1
         else:
             ends["pole"] += 1
