@@ -94,7 +94,7 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
                 preset = "cartpole-pixels"
         cfg = resolve_config(env_id=env_id, preset=preset, config_file=config_file, overrides=values)
     try:  # fail on a bad env before creating anything on disk
-        probe = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
+        probe = make_env(cfg.env_id, seed=cfg.seed, mode="train", **config_lib.env_options(cfg))
     except EnvError as e:
         raise UserError(str(e)) from None
     try:

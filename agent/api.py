@@ -43,7 +43,7 @@ import gymnasium as gym
 import numpy as np
 
 from agent import run_dir as run_files
-from agent.config import DQNConfig
+from agent.config import DQNConfig, env_options
 from agent.errors import UserError
 from agent.training import TrainingInterrupted, TrainResult, Trainer
 from envs import EnvError, check_spaces, is_atari, make_env, obs_signature
@@ -183,7 +183,7 @@ class DQN:
         cfg = self.config
         if self._custom_env:
             raise UserError("this model trains on an env instance of your own; make another instance of it")
-        return make_env(cfg.env_id, seed=seed, mode=mode, pixels=cfg.pixels, pixel_view=cfg.pixel_view)
+        return make_env(cfg.env_id, seed=seed, mode=mode, **env_options(cfg))
 
     # ----- learning
 
@@ -339,7 +339,7 @@ def _config_and_envs(env: str | gym.Env, preset: str | None, overrides: dict, ev
             raise UserError("eval_env= goes with an env instance; with an env id the evaluation env is built from the id")
         cfg = resolve_config(env_id=env, preset=preset, overrides=overrides)
         try:
-            make_env(cfg.env_id, mode="train", pixels=cfg.pixels, pixel_view=cfg.pixel_view).close()  # a bad env fails here, in one line
+            make_env(cfg.env_id, mode="train", **env_options(cfg)).close()  # a bad env fails here, in one line
         except EnvError as e:
             raise UserError(str(e)) from None
         return cfg, None, None

@@ -40,6 +40,7 @@ class DQNConfig:
     total_steps: int = 50_000  # env steps of training
     train_minutes: float | None = None  # also stop once training time (evaluations excluded, all sessions) reaches this; then the final evaluation
     pixels: bool = False  # observe rendered frames (gray 84x84, 4 stacked) instead of the state vector
+    action_repeat: int = 1  # non-Atari envs: env steps per agent step, rewards summed (envs.ActionRepeat); step counts below count agent steps
     pixel_view: str = "full"  # with pixels: the "full" frame, "cart" (CartPole: a window that follows the cart) or "cart_track" (that window over the whole track)
 
     # --- Q-network ---
@@ -293,6 +294,7 @@ def validate(cfg: DQNConfig) -> DQNConfig:
     )
     need(cfg.network in ("auto", "mlp", "nature_cnn"), f"network must be 'auto', 'mlp' or 'nature_cnn', got {cfg.network!r}")
     need(len(cfg.hidden_sizes) >= 1 and all(u >= 1 for u in cfg.hidden_sizes), f"hidden_sizes must be positive widths, got {list(cfg.hidden_sizes)}")
+    need(cfg.action_repeat >= 1, f"action_repeat must be >= 1 env step per agent step, got {cfg.action_repeat}")
     need(cfg.pixel_view in ("full", "cart", "cart_track"), f"pixel_view must be 'full', 'cart' or 'cart_track', got {cfg.pixel_view!r}")
     need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     need(cfg.optimizer in ("adam", "rmsprop"), f"optimizer must be 'adam' or 'rmsprop', got {cfg.optimizer!r}")
@@ -304,6 +306,11 @@ def validate(cfg: DQNConfig) -> DQNConfig:
     if cfg.terminal_reward is not None:
         need(math.isfinite(cfg.terminal_reward), f"terminal_reward must be finite, got {cfg.terminal_reward}")
     return cfg
+
+
+def env_options(cfg: DQNConfig) -> dict[str, Any]:
+    """How a run sees and steps its env: the keyword arguments of `envs.make_env` that come from the config."""
+    return {"pixels": cfg.pixels, "pixel_view": cfg.pixel_view, "action_repeat": cfg.action_repeat}
 
 
 def to_toml(cfg: DQNConfig) -> str:

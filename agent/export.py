@@ -154,13 +154,14 @@ def run_export(plan: Plan) -> Result:
         UserError: for a damaged model, one made for another env, or an export whose Q-values disagree.
     """
     from agent import run_dir as run_files
+    from agent.config import env_options
     from envs import EnvError, make_env
 
     cfg = run_files.load_config(plan.run_dir)
     run_meta = run_files.load_meta(plan.run_dir)
     model = run_files.load_model(plan.run_dir, plan.which)
     try:
-        env = make_env(cfg.env_id, seed=cfg.seed, mode="play", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
+        env = make_env(cfg.env_id, seed=cfg.seed, mode="play", **env_options(cfg))
     except EnvError as e:
         raise UserError(str(e)) from None
     try:
@@ -260,6 +261,7 @@ def metadata(plan: Plan, cfg, run_meta: dict, env) -> dict:
         "env_id": cfg.env_id,
         "pixels": cfg.pixels,
         "pixel_view": cfg.pixel_view,
+        "action_repeat": cfg.action_repeat,
         "input": {"name": "obs", "shape": [None, *obs_shape], "dtype": str(dtype)},
         "output": {"shape": [None, n], "dtype": "float32"},
         "num_actions": n,
@@ -283,11 +285,13 @@ def preprocessing_note(cfg, obs_shape: tuple[int, ...], dtype: np.dtype) -> str:
                 "with the last two max-pooled, ALE's grayscale screen resized to 84x84 (cv2.INTER_AREA), the last 4 frames stacked "
                 "newest last, uint8 0..255 channels-last; FIRE after reset and after each lost life. The network divides by 255 itself: "
                 "feed the raw uint8 stack.")
+    repeat = (f" Each action is taken for {cfg.action_repeat} env steps (envs.ActionRepeat): ask for one every "
+              f"{cfg.action_repeat}th step.") if cfg.action_repeat != 1 else ""
     if cfg.pixels:
         return (f"the env's rendered frames in gray, resized to 84x84 (cv2.INTER_AREA, view {cfg.pixel_view!r}), the last 4 stacked "
-                "newest last, uint8 0..255 channels-last (envs/pixels.py). The network divides by 255 itself: feed the raw uint8 stack.")
+                "newest last, uint8 0..255 channels-last (envs/pixels.py). The network divides by 255 itself: feed the raw uint8 stack." + repeat)
     return (f"none: the env's own observation vector, {dtype} {tuple(obs_shape)}, as gymnasium returns it "
-            "(CartPole: cart position, cart velocity, pole angle, pole angular velocity).")
+            "(CartPole: cart position, cart velocity, pole angle, pole angular velocity)." + repeat)
 
 
 @contextmanager

@@ -4,7 +4,8 @@
 `<model>.json`: what the model eats and what it gives back, so that whoever
 runs it (play.py, a C++ program, a phone app) knows what to feed it:
 
-    env_id, pixels, pixel_view   the env to build with envs.make_env (play.py does)
+    env_id, pixels, pixel_view,  the env to build with envs.make_env (play.py does)
+    action_repeat
     input                        {"shape": [null, ...], "dtype": "float32" | "uint8"}, batch first
     output                       {"shape": [null, num_actions], "dtype": "float32"}: one Q-value per action
     action_meanings              the name of each action, in order

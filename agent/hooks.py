@@ -107,11 +107,12 @@ class SaveCheckpoints:
 
 def record_video(agent, cfg, path: Path) -> list[float]:
     """One evaluation episode as an mp4 (full-resolution frames with the HUD), for `record_every`."""
+    from agent.config import env_options
     from agent.recording import record_episodes
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return record_episodes(agent.q_values, cfg.env_id, path, episodes=1, seed=cfg.seed + 30_000, epsilon=cfg.eval_epsilon, pixels=cfg.pixels,
-                           pixel_view=cfg.pixel_view)
+    return record_episodes(agent.q_values, cfg.env_id, path, episodes=1, seed=cfg.seed + 30_000, epsilon=cfg.eval_epsilon,
+                           env_options=env_options(cfg))
 
 
 class RecordVideos:

@@ -10,8 +10,9 @@ No TensorFlow is imported here: `q_fn` is whatever maps observations to Q-values
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from agent.episodes import EpisodeRunner, StepView
 from agent.errors import UserError
@@ -35,8 +36,7 @@ def record_episodes(
     max_steps: int | None = None,
     scale: int | None = None,
     on_view: Callable[[StepView], None] | None = None,
-    pixels: bool = False,
-    pixel_view: str = "full",
+    env_options: Mapping[str, Any] | None = None,
 ) -> list[float]:
     """Play `episodes` episodes headless and write them to one mp4; returns their scores.
 
@@ -51,8 +51,8 @@ def record_episodes(
         max_steps: cut episodes after this many env steps (None: play them out).
         scale: integer upscaling of the frame; default 3 for Atari, 1 otherwise.
         on_view: called with each state after its frame is written (progress, tests).
-        pixels: the agent observes rendered frames (a `--pixels` run).
-        pixel_view: which part of the frame it observes (the run's `pixel_view`).
+        env_options: how the agent sees and steps the env, `make_env`'s `pixels`,
+            `pixel_view` and `action_repeat` (a run's `agent.config.env_options`).
 
     Returns:
         The score (undiscounted return) of each episode; a cut episode counts what it got.
@@ -64,7 +64,7 @@ def record_episodes(
 
     recorder = VideoRecorder(out_path, fps)  # fails on an unwritable path before any play
     try:
-        env = make_env(env_id, seed=seed, mode="play", render_mode="rgb_array", pixels=pixels, pixel_view=pixel_view)
+        env = make_env(env_id, seed=seed, mode="play", render_mode="rgb_array", **(env_options or {}))
     except EnvError as e:
         raise UserError(str(e)) from None
     names = action_names(env)

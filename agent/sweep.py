@@ -276,10 +276,11 @@ def _resolve(resolve_config, spec: SweepSpec, env_id: str, values: dict):
 
 def _probe_env(cfg) -> None:
     """Build the env once, as train.py does before creating anything (and check a demos file against it)."""
+    from agent.config import env_options
     from envs import EnvError, make_env, obs_signature
 
     try:
-        env = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
+        env = make_env(cfg.env_id, seed=cfg.seed, mode="train", **env_options(cfg))
     except EnvError as e:
         raise UserError(str(e)) from None
     try:

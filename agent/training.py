@@ -31,7 +31,7 @@ import numpy as np
 
 from agent import run_dir as run_files
 from agent.checkpoints import CheckpointStore, Part, remove_incomplete
-from agent.config import DQNConfig
+from agent.config import DQNConfig, env_options
 from agent.demos import load_for_run, training_transitions
 from agent.dqn import DQNAgent, NonFiniteLossError
 from agent.errors import CheckpointError, UserError, command
@@ -431,10 +431,10 @@ def _open_run(cfg: DQNConfig, run_dir: Path, stack: contextlib.ExitStack, *, res
     keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: same seed, same network
     built_here = env is None
     if env is None:
-        env = make_env(cfg.env_id, seed=cfg.seed, mode="train", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
+        env = make_env(cfg.env_id, seed=cfg.seed, mode="train", **env_options(cfg))
     stack.callback(env.close)
     if eval_env is None:
-        eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval", pixels=cfg.pixels, pixel_view=cfg.pixel_view)
+        eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval", **env_options(cfg))
     stack.callback(eval_env.close)
     obs_shape, obs_dtype, _ = obs_signature(env)
     agent = build_agent(cfg.replace(init_from=None) if resume else cfg, env)  # a resume takes its weights from the checkpoint

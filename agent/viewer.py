@@ -269,21 +269,25 @@ def play(options: ViewOptions, on_view: Callable | None = None) -> tuple[list[fl
     """
     # 1. what plays which env; cheap checks first (ViewOptions checked the options together), before TensorFlow loads
     o = options
-    env_id, pixels, pixel_view = o.env_id, False, "full"
+    env_id, seen_as = o.env_id, {}  # seen_as: make_env's pixels, pixel_view and action_repeat for the agent's run
     if o.run_dir is not None:
         from agent.run_dir import load_config
 
         run_config = load_config(o.run_dir)
-        env_id, pixels, pixel_view = run_config.env_id, run_config.pixels, run_config.pixel_view
+        from agent.config import env_options
+
+        env_id, seen_as = run_config.env_id, env_options(run_config)
     elif o.model is not None:
         from agent.exported import read_metadata
 
         model_meta = read_metadata(o.model)
-        env_id, pixels, pixel_view = model_meta["env_id"], bool(model_meta.get("pixels")), model_meta.get("pixel_view", "full")
+        env_id = model_meta["env_id"]
+        seen_as = {"pixels": bool(model_meta.get("pixels")), "pixel_view": model_meta.get("pixel_view", "full"),
+                   "action_repeat": int(model_meta.get("action_repeat", 1))}
         exported_runtime(o.model)  # a missing runtime is said before the env and the window start
     env_id = resolve_env_id(env_id)
     check_display(o.headless)
-    fps = o.fps or default_fps(env_id, o.human)
+    fps = o.fps or default_fps(env_id, o.human) / seen_as.get("action_repeat", 1)  # one frame per agent step, at the env's pace
     slug = env_id.replace("/", "-")
     from agent.video import check_writable_file
 
@@ -298,7 +302,7 @@ def play(options: ViewOptions, on_view: Callable | None = None) -> tuple[list[fl
     from envs import EnvError, action_names, make_env
 
     try:
-        env = make_env(env_id, seed=o.seed, mode="play", render_mode="rgb_array", pixels=pixels, pixel_view=pixel_view)
+        env = make_env(env_id, seed=o.seed, mode="play", render_mode="rgb_array", **seen_as)
     except EnvError as e:
         raise UserError(str(e)) from None
     try:

@@ -100,7 +100,7 @@ def main(seed, preset, every, overrides, run_dir, episodes, as_json):
         run_cfg = load_config(run_dir)
         if run_cfg.env_id != "CartPole-v1":
             raise click.UsageError(f"--run {run_dir} trained {run_cfg.env_id}; this bench looks at CartPole-v1 runs")
-        env = make_env(run_cfg.env_id, seed=seed + 10_000, mode="eval", pixels=run_cfg.pixels, pixel_view=run_cfg.pixel_view)
+        env = make_env(run_cfg.env_id, seed=seed + 10_000, mode="eval", **config_lib.env_options(run_cfg))
         look = greedy_episodes(keras_q_fn(load_model(run_dir)), env, episodes, seed + 20_000)
         e = look["ends"]
         click.echo(f"{run_dir}: greedy {look['mean']:.1f} over {episodes} episodes; ended by the pole {e['pole']}, the cart leaving "

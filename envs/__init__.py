@@ -52,7 +52,7 @@ def same_env(a: str, b: str) -> bool:
 
 def make_env(
     env_id: str, *, seed: int | None = None, mode: str = "train", render_mode: str | None = None, pixels: bool = False,
-    pixel_view: str = "full",
+    pixel_view: str = "full", action_repeat: int = 1,
 ) -> gym.Env:
     """Build the env for training, evaluation or play.
 
@@ -65,6 +65,8 @@ def make_env(
             of the state vector; for classic-control envs.
         pixel_view: "full" frame, "cart" (a window following CartPole's cart) or
             "cart_track" (that window over a strip of the whole track).
+        action_repeat: env steps per agent step for a non-Atari env (`ActionRepeat`);
+            ALE games repeat each action 4 frames already (`envs.atari.MaxAndSkip`).
 
     Raises:
         EnvError: for an unknown id, a continuous action space or an
@@ -74,6 +76,10 @@ def make_env(
         raise EnvError(f"mode must be one of {MODES}, got {mode!r}")
     if pixel_view != "full" and not (pixels and env_id == "CartPole-v1"):
         raise EnvError(f"pixel_view={pixel_view!r} is for CartPole-v1 with --pixels; use pixel_view=\"full\" here")
+    if action_repeat < 1:
+        raise EnvError(f"action_repeat must be >= 1 env step per agent step, got {action_repeat}")
+    if action_repeat != 1 and is_atari(env_id):
+        raise EnvError(f"{env_id} repeats each action 4 frames already (envs/atari.py); leave action_repeat at 1")
     if is_atari(env_id):  # ALE games get the Mnih et al. (2015) preprocessing of envs.atari
         from envs.atari import make_atari_env
 
@@ -95,7 +101,9 @@ def make_env(
     except EnvError:
         env.close()
         raise
-    env = gym.wrappers.RecordEpisodeStatistics(env)
+    env = gym.wrappers.RecordEpisodeStatistics(env)  # below ActionRepeat: an episode's length counts env steps
+    if action_repeat != 1:
+        env = ActionRepeat(env, action_repeat)
     if pixels:
         from envs.pixels import wrap_pixels
 
@@ -104,6 +112,34 @@ def make_env(
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
+
+
+class ActionRepeat(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Take each action for `repeat` env steps and sum their rewards; an episode's end stops it early.
+
+    Atari's frame skip (Mnih et al. 2015) for envs without one: the agent
+    decides `repeat` times less often, so the same discount reaches `repeat`
+    times further in env steps, and with pixels the frames in a stack lie
+    further apart, so slow motion (CartPole's drifting cart) shows.
+    Only the last step's observation is kept, so a pixel env renders once per
+    agent step. Returns stay in env units: CartPole-v1 still ends at 500.
+    """
+
+    def __init__(self, env: gym.Env, repeat: int) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, repeat=repeat)
+        gym.Wrapper.__init__(self, env)
+        if repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {repeat}")
+        self.repeat = repeat
+
+    def step(self, action):
+        total = 0.0
+        for _ in range(self.repeat):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return obs, total, terminated, truncated, info
 
 
 def check_spaces(env_id: str, env: gym.Env) -> None:

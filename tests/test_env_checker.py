@@ -17,6 +17,7 @@ STATE = ["RecordEpisodeStatistics"]
 PIXELS = ["RecordEpisodeStatistics", "GrayRender", "ResizeFrame", "FrameStack"]
 CART = ["RecordEpisodeStatistics", "GrayRender", "CartWindow", "ResizeFrame", "FrameStack"]
 CART_TRACK = ["RecordEpisodeStatistics", "GrayRender", "CartTrackWindow", "ResizeFrame", "FrameStack"]
+REPEAT_CART_TRACK = ["RecordEpisodeStatistics", "ActionRepeat", "GrayRender", "CartTrackWindow", "ResizeFrame", "FrameStack"]
 ATARI_EVAL = ["NoopReset", "MaxAndSkip", "RecordEpisodeStatistics", "FireReset", "ResizeFrame", "FrameStack"]
 ATARI_TRAIN = ["NoopReset", "MaxAndSkip", "RecordEpisodeStatistics", "EpisodicLife", "FireReset", "ResizeFrame",
                "ClipReward", "FrameStack"]
@@ -28,6 +29,8 @@ CASES = {
     "cartpole-pixels-full": ("CartPole-v1", {"mode": "train", "pixels": True, "pixel_view": "full"}, "CartPole-v1", PIXELS),
     "cartpole-pixels-cart": ("CartPole-v1", {"mode": "train", "pixels": True, "pixel_view": "cart"}, "CartPole-v1", CART),
     "cartpole-pixels-cart-track": ("CartPole-v1", {"mode": "train", "pixels": True, "pixel_view": "cart_track"}, "CartPole-v1", CART_TRACK),
+    "cartpole-pixels-repeat-2": ("CartPole-v1", {"mode": "train", "pixels": True, "pixel_view": "cart_track", "action_repeat": 2},
+                                 "CartPole-v1", REPEAT_CART_TRACK),
     "breakout-train": ("ALE/Breakout-v5", {"mode": "train"}, "ALE/Breakout-v5", ATARI_TRAIN),
     "breakout-eval": ("ALE/Breakout-v5", {"mode": "eval"}, "ALE/Breakout-v5", ATARI_EVAL),
 }
