@@ -3,7 +3,10 @@
 A demos file (`play.py --save-demos`) is an `.npz` without pickled objects:
 `obs` (N, *obs_shape) as the network sees them, `actions` int64, `rewards`
 float32 (the env's true rewards), `terminated` and `truncated` bool, a 0-d
-unicode `env_id`, and for Atari `lives` (int64, lives left after each step).
+unicode `env_id`, for Atari `lives` (int64, lives left after each step), and
+how the env was seen when it was not seen plainly: `pixel_view` (0-d unicode,
+pixel envs) and `action_repeat` (0-d int64, when > 1). A run refuses demos
+whose view or repeat is not its own: the frames or the dynamics would differ.
 `DemoRecorder` writes it, `load_demos` reads and checks it against its env,
 `load_for_run` against a run's env, and `training_transitions` says what the
 training env would have made of each step (Atari: clipped rewards and a
@@ -40,6 +43,8 @@ class Demos:
     terminated: np.ndarray  # [N] bool, the episode truly ended after this step
     truncated: np.ndarray  # [N] bool, the episode was cut after this step (time limit, quit)
     lives: np.ndarray | None = None  # [N] int64, Atari lives left after each step (files from play.py)
+    pixel_view: str | None = None  # the pixel window the frames were cut with (pixel envs; None: not recorded)
+    action_repeat: int = 1  # env steps each recorded action was taken for (envs.ActionRepeat)
 
 
 def env_spaces(env_id: str) -> tuple[tuple[int, ...], int]:
@@ -94,9 +99,10 @@ def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) 
     n = len(obs) if obs.ndim else 0
     if n == 0:
         raise ClassicError(f"{path}: holds no transitions")
-    # Frame envs: the agent's wrappers resize and stack frames (210x160x3 -> 84x84x4), so any
-    # uint8 (H, W, C) stack is what a network may eat; vector envs must match exactly.
-    preprocessed_frames = obs_shape is None and len(env_shape) == 3 and obs.ndim == 4 and obs.dtype == np.uint8
+    # Frames: the agent's wrappers resize and stack them (Atari's 210x160x3, or a vector env's
+    # rendering with `--pixels`, -> 84x84x4), so any uint8 (H, W, C) stack is what a network may
+    # eat (`load_for_run` checks the run's exact shape); vector observations must match exactly.
+    preprocessed_frames = obs_shape is None and obs.ndim == 4 and obs.dtype == np.uint8
     if obs.shape[1:] != expected and not preprocessed_frames:
         raise ClassicError(f"{path}: obs have shape {obs.shape[1:]} but {env_id} observations are {expected}")
     if obs.dtype != np.uint8 and not np.issubdtype(obs.dtype, np.floating):
@@ -117,10 +123,17 @@ def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) 
     lives = arrays.get("lives")
     if lives is not None and (lives.shape != (n,) or not np.issubdtype(lives.dtype, np.integer)):
         raise ClassicError(f"{path}: lives must be {n} integers like obs, got {lives.dtype} {lives.shape}")
+    pixel_view = arrays.get("pixel_view")
+    if pixel_view is not None and (pixel_view.shape != () or pixel_view.dtype.kind != "U"):
+        raise ClassicError(f"{path}: pixel_view must be a 0-d string array such as np.array('cart'), got {pixel_view.dtype} {pixel_view.shape}")
+    repeat = arrays.get("action_repeat")
+    if repeat is not None and (repeat.shape != () or not np.issubdtype(repeat.dtype, np.integer) or int(repeat) < 1):
+        raise ClassicError(f"{path}: action_repeat must be a 0-d integer >= 1, got {repeat!r}")
     return Demos(
         env_id=env_id, obs=obs, actions=actions.astype(np.int64), num_actions=num_actions,
         rewards=arrays["rewards"].astype(np.float32), terminated=arrays["terminated"].astype(bool),
         truncated=arrays["truncated"].astype(bool), lives=None if lives is None else lives.astype(np.int64),
+        pixel_view=None if pixel_view is None else str(pixel_view), action_repeat=1 if repeat is None else int(repeat),
     )
 
 
@@ -132,8 +145,12 @@ class DemoRecorder:
     `truncated` bool, `env_id` a 0-d unicode array.
     """
 
-    def __init__(self, env_id: str):
+    def __init__(self, env_id: str, seen_as: dict | None = None):
+        """`seen_as`: the `envs.make_env` options the env was made with (`agent.config.env_options`)."""
         self.env_id = env_id
+        seen_as = seen_as or {}
+        self.pixel_view = seen_as.get("pixel_view") if seen_as.get("pixels") else None
+        self.action_repeat = int(seen_as.get("action_repeat", 1))
         self.obs: list[np.ndarray] = []
         self.actions: list[int] = []
         self.rewards: list[float] = []
@@ -171,6 +188,10 @@ class DemoRecorder:
         }
         if self.lives and all(n is not None for n in self.lives):
             arrays["lives"] = np.asarray(self.lives, dtype=np.int64)
+        if self.pixel_view is not None:
+            arrays["pixel_view"] = np.array(self.pixel_view)
+        if self.action_repeat != 1:
+            arrays["action_repeat"] = np.array(self.action_repeat, dtype=np.int64)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
         return path
@@ -194,6 +215,12 @@ def load_for_run(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> Demos
         raise UserError(f"--demos: {cfg.demos} holds observations of shape {demos.obs.shape[1:]}, this run's are {tuple(obs_shape)}")
     if demos.obs.dtype != np.dtype(obs_dtype):
         raise UserError(f"--demos: {cfg.demos} holds {demos.obs.dtype} observations, this run's are {np.dtype(obs_dtype)}")
+    if cfg.pixels and demos.pixel_view is not None and demos.pixel_view != cfg.pixel_view:
+        raise UserError(f"--demos: {cfg.demos} was recorded with pixel_view={demos.pixel_view!r}, this run's is "
+                        f"{cfg.pixel_view!r}; train with --set pixel_view={demos.pixel_view} or record again")
+    if demos.action_repeat != cfg.action_repeat:
+        raise UserError(f"--demos: {cfg.demos} was recorded with action_repeat={demos.action_repeat}, this run's is "
+                        f"{cfg.action_repeat}; train with --set action_repeat={demos.action_repeat} or record again")
     return demos
 
 

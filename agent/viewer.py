@@ -319,7 +319,7 @@ def play(options: ViewOptions, on_view: Callable | None = None) -> tuple[list[fl
             eps = default_epsilon(env_id) if o.epsilon is None else o.epsilon
             q_fn = load_exported(o.model, model_meta, env) if o.model is not None else load_agent(o.run_dir, env, "best" if o.best else "final")
             policy = QPolicy(q_fn, num_actions, eps, o.seed)
-        demos = DemoRecorder(env_id) if o.save_demos is not None else None
+        demos = DemoRecorder(env_id, seen_as) if o.save_demos is not None else None
         runner = EpisodeRunner(env, policy, episodes=o.episodes, seed=o.seed, max_steps=o.max_steps, demos=demos)
         session = Session(o, runner, policy, names, recordings, f"{env_id} - {o.player}", slug, fps, on_view)
         try:

@@ -170,3 +170,49 @@ def test_demos_of_one_atari_game_fit_its_other_ids(tmp_path):
     cfg = resolve_config(env_id="ALE/Pong-v5").replace(demos=str(path))
     with pytest.raises(Exception, match="was recorded on ALE/Breakout-v5, this run is ALE/Pong-v5"):
         load_for_run(cfg, (84, 84, 4), np.uint8)
+
+
+def record_pixel_cartpole(path, pixel_view: str, action_repeat: int, steps: int = 40) -> None:
+    """Random pixel-CartPole play saved as play.py saves it for a run seen that way."""
+    from agent.config import DQNConfig, env_options
+    from envs import make_env
+
+    seen_as = env_options(DQNConfig(env_id="CartPole-v1", pixels=True, pixel_view=pixel_view, action_repeat=action_repeat))
+    env = make_env("CartPole-v1", seed=0, mode="play", **seen_as)
+    rec = DemoRecorder("CartPole-v1", seen_as)
+    obs, _ = env.reset(seed=0)
+    for t in range(steps):
+        action = t % 2
+        next_obs, r, terminated, truncated, _ = env.step(action)
+        rec.add(obs, action, r, terminated, truncated)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    rec.cut()
+    rec.save(path, env.observation_space.shape, env.observation_space.dtype)
+    env.close()
+
+
+def test_pixel_demos_keep_their_view_and_repeat_and_fill_a_run_seen_the_same_way(tmp_path):
+    from agent.demos import load_demos, load_for_run
+
+    path = tmp_path / "pix.npz"
+    record_pixel_cartpole(path, "cart", action_repeat=2)
+    demos = load_demos(path)
+    assert (demos.pixel_view, demos.action_repeat, demos.obs.shape[1:], demos.obs.dtype) == ("cart", 2, (84, 84, 4), np.uint8)
+    cfg = resolve_config(preset="cartpole-pixels").replace(demos=str(path), pixel_view="cart", action_repeat=2)
+    assert load_for_run(cfg, (84, 84, 4), np.uint8).pixel_view == "cart"
+    replay = make_replay(cfg, (84, 84, 4), np.uint8)
+    assert seed_replay_with_demos(replay, cfg, (84, 84, 4), np.uint8) > 0
+
+
+@pytest.mark.parametrize("run_args, message", [
+    (["--set", "pixel_view=cart_track", "--set", "action_repeat=2"], "recorded with pixel_view='cart', this run's is 'cart_track'"),
+    (["--set", "pixel_view=cart"], "recorded with action_repeat=2, this run's is 1; train with --set action_repeat=2"),
+])
+def test_demos_seen_another_way_are_one_line_and_create_nothing(tmp_path, run_args, message):
+    path = tmp_path / "pix.npz"
+    record_pixel_cartpole(path, "cart", action_repeat=2)
+    run = tmp_path / "run"
+    code, out = cli("--env", "CartPole-v1", "--pixels", *run_args, "--demos", str(path), "--run-dir", str(run))
+    lines = out.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --demos") and message in lines[0], out
+    assert not run.exists()
