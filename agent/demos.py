@@ -138,12 +138,7 @@ def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) 
 
 
 class DemoRecorder:
-    """Transitions of human or agent play, saved for supervised pretraining.
-
-    The file is an `.npz` without pickled objects: `obs` (N, *obs_shape) as the
-    network sees them, `actions` int64, `rewards` float32, `terminated` and
-    `truncated` bool, `env_id` a 0-d unicode array.
-    """
+    """Transitions of human or agent play, saved for supervised pretraining (the format: this module's docstring)."""
 
     def __init__(self, env_id: str, seen_as: dict | None = None):
         """`seen_as`: the `envs.make_env` options the env was made with (`agent.config.env_options`)."""
