@@ -59,6 +59,8 @@ class DQNConfig:
     batch_size: int = 64  # transitions per update
     gamma: float = 0.99  # discount per env step
     n_steps: int = 1  # env steps summed into each target before bootstrapping (Sutton 1988; Rainbow uses 3)
+    n_steps_end: int | None = None  # if set, n moves linearly (rounded) from n_steps to this over n_steps_decay env steps (BBF, Schwarzer et al. 2023: 10 -> 3)
+    n_steps_decay: int = 0  # env steps over which n_steps anneals to n_steps_end
     loss: str = "huber"  # "huber" (Mnih et al. 2015) or "mse" (the chapter)
     max_grad_norm: float = 10.0  # global-norm gradient clipping; 0 disables it
     double_dqn: bool = True  # Double DQN targets (van Hasselt et al. 2016)
@@ -266,6 +268,10 @@ def validate(cfg: DQNConfig) -> DQNConfig:
     need(cfg.adam_epsilon > 0, f"adam_epsilon must be > 0, got {cfg.adam_epsilon}")
     need(0.0 <= cfg.gamma <= 1.0, f"gamma must be in [0, 1], got {cfg.gamma}")
     need(1 <= cfg.n_steps <= 100, f"n_steps must be in 1..100 env steps, got {cfg.n_steps}")
+    if cfg.n_steps_end is not None:
+        need(1 <= cfg.n_steps_end <= cfg.n_steps, f"n_steps_end must be in 1..n_steps={cfg.n_steps}, got {cfg.n_steps_end}")
+        need(cfg.n_steps_decay >= 1, f"n_steps_decay must be >= 1 env step when n_steps_end is set, got {cfg.n_steps_decay}")
+    need(cfg.n_steps_decay >= 0, f"n_steps_decay must be >= 0 env steps, got {cfg.n_steps_decay}")
     need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
     need(cfg.replay_capacity >= 1, f"replay_capacity must be >= 1, got {cfg.replay_capacity}")
     need(

@@ -36,7 +36,7 @@ from replay import ReplayMemory, ReplayMemoryError
 RECENT_RETURNS = 20  # training returns averaged in progress.csv
 # Architecture and env fields a checkpoint must share with the run that loads it.
 SAME_FIELDS = ("env_id", "pixels", "pixel_view", "action_repeat", "network", "hidden_sizes", "dueling", "layer_norm", "optimizer", "replay_capacity", "prioritized",
-               "priority_alpha", "priority_eps", "n_steps", "gamma")
+               "priority_alpha", "priority_eps", "n_steps", "n_steps_end", "n_steps_decay", "gamma")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Exploration schedules as pure functions of a counter (env steps or episodes)."""
+"""Schedules (exploration, step size, n-step horizon) as pure functions of a counter (env steps or episodes)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,16 @@ def chapter_episode_epsilon(start: float, end: float, episodes: int) -> Callable
     if episodes <= 0:
         return lambda episode: end
     return lambda episode: max(start * (episodes - max(episode, 0)) / episodes, end)
+
+
+def n_steps_schedule(start: int, end: int | None, duration: int) -> Callable[[int], int]:
+    """The n of n-step returns at an env step: `start` throughout, or linear from `start` to `end` over `duration`, rounded.
+
+    Long returns carry a reward back fast while the values are poor; short ones
+    are less biased by the older, worse policies in the replay once they are
+    good. BBF (Schwarzer et al. 2023) anneals n from 10 to 3 for that reason.
+    """
+    if end is None:
+        return lambda t: start
+    value = linear(float(start), float(end), duration)
+    return lambda t: int(round(value(t)))

@@ -40,7 +40,7 @@ from agent.hooks import Evaluate, Hook, Log, RecordVideos, SaveCheckpoints, Stop
 from agent.learner import Learner
 from agent.logs import CSV_FIELDS, ProgressLog, trim_progress_csv, trim_tensorboard
 from agent.run_state import GlobalRNGs, LoopState, checkpoint_parts
-from agent.schedules import chapter_episode_epsilon, linear
+from agent.schedules import chapter_episode_epsilon, linear, n_steps_schedule
 from agent.signals import StopSignals
 from envs import make_env, obs_signature, reward_threshold
 from replay import FrameReplayBuffer, ReplayBuffer, ReplayMemory
@@ -264,6 +264,7 @@ def run_loop(run: Run, hooks: Sequence[Hook]) -> str:
     epsilon_at, counts_episodes = epsilon_schedule(cfg)
     learning_rate_at = linear(cfg.learning_rate, cfg.learning_rate if cfg.learning_rate_end is None else cfg.learning_rate_end, cfg.total_steps)
     beta_at = linear(cfg.priority_beta_start, 1.0, cfg.total_steps)  # prioritized replay's correction, full at the end
+    n_steps_at = n_steps_schedule(cfg.n_steps, cfg.n_steps_end, cfg.n_steps_decay)  # the replay sums n rewards at sample time
     for step in range(s.step + 1, cfg.total_steps + 1):  # `step` = env steps taken, this one included
         s.step = step
         # 1. act (epsilon-greedy) and step the env
@@ -282,6 +283,7 @@ def run_loop(run: Run, hooks: Sequence[Hook]) -> str:
         # 3. learn every train_freq env steps, once there is enough experience: sample, update, priorities
         #    (agent/learner.py; with overlap_learning the update runs on while the next env steps are taken)
         if step >= cfg.learning_starts and step % cfg.train_freq == 0 and len(replay) >= cfg.batch_size:
+            replay.n_steps = n_steps_at(step)
             run.learner.call(beta_at(step), learning_rate_at(step) if cfg.learning_rate_end is not None else None)
 
         # 4. target sync: a hard copy (Mnih et al. 2015) or a Polyak step (target_tau < 1), of the settled online network

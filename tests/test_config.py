@@ -88,3 +88,7 @@ def test_config_is_checked_wherever_it_is_built():
         cfg.replace(batch_size=0)
     with pytest.raises(UserError, match="batch_size .* is larger than replay_capacity"):
         resolve_config(env_id="CartPole-v1").replace(replay_capacity=10)
+    with pytest.raises(UserError, match=r"n_steps_end must be in 1..n_steps=3, got 5"):
+        DQNConfig(n_steps=3, n_steps_end=5, n_steps_decay=100)
+    with pytest.raises(UserError, match="n_steps_decay must be >= 1 env step when n_steps_end is set"):
+        DQNConfig(n_steps=10, n_steps_end=3)

@@ -1,6 +1,6 @@
 import pytest
 
-from agent.schedules import chapter_episode_epsilon, linear
+from agent.schedules import chapter_episode_epsilon, linear, n_steps_schedule
 
 
 def test_linear_end_points_and_clamping():
@@ -27,3 +27,9 @@ def test_chapter_schedule_at_known_points():
     assert [g(e) for e in range(8)] == pytest.approx([0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.2])
     assert linear(0.5, 0.2, 10)(5) == pytest.approx(0.35)
     assert chapter_episode_epsilon(1.0, 0.1, 0)(0) == 0.1
+
+
+def test_n_steps_schedule_anneals_to_its_end_and_stays_there():
+    n_at = n_steps_schedule(10, 3, 700)
+    assert [n_at(t) for t in (0, 100, 350, 700, 10_000)] == [10, 9, 6, 3, 3]  # 10 - 7 * t / 700, rounded
+    assert {n_steps_schedule(5, None, 700)(t) for t in (0, 350, 10_000)} == {5}

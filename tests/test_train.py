@@ -331,3 +331,21 @@ def test_record_every_saves_the_evaluation_episode_as_a_video(tmp_path):
     assert replay.exit_code == 0, replay.output
     score = float(replay.output.split("episode 1:")[1].split()[0])
     assert len(read_video(videos[-1])) == score + 1
+
+
+def test_n_step_returns_anneal_over_the_env_steps(tmp_path, monkeypatch):
+    """Each learner call samples with the n the schedule gives at its env step (n_steps -> n_steps_end)."""
+    from agent.learner import Learner
+
+    seen: list[tuple[int, int]] = []
+    call = Learner.call
+
+    def spying_call(self, *args, **kwargs):
+        seen.append((self.state.step, self.replay.n_steps))
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(Learner, "call", spying_call)
+    cfg = resolve_config(env_id="CartPole-v1").replace(**TINY, n_steps=5, n_steps_end=1, n_steps_decay=1_000)
+    train(cfg, tmp_path, progress=False)
+    assert seen[0] == (500, 3) and seen[-1] == (1_500, 1)  # 5 - 4 * 500 / 1000 = 3 at the first call
+    assert [n for _, n in seen] == [max(1, round(5 - 4 * step / 1_000)) for step, _ in seen]
