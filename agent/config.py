@@ -269,7 +269,8 @@ def validate(cfg: DQNConfig) -> DQNConfig:
     need(0.0 <= cfg.gamma <= 1.0, f"gamma must be in [0, 1], got {cfg.gamma}")
     need(1 <= cfg.n_steps <= 100, f"n_steps must be in 1..100 env steps, got {cfg.n_steps}")
     if cfg.n_steps_end is not None:
-        need(1 <= cfg.n_steps_end <= cfg.n_steps, f"n_steps_end must be in 1..n_steps={cfg.n_steps}, got {cfg.n_steps_end}")
+        need(1 <= cfg.n_steps_end <= cfg.n_steps, f"n_steps_end must be in 1..n_steps={cfg.n_steps}, got {cfg.n_steps_end}; "
+             "set n_steps_end=none for a constant n")
         need(cfg.n_steps_decay >= 1, f"n_steps_decay must be >= 1 env step when n_steps_end is set, got {cfg.n_steps_decay}")
     need(cfg.n_steps_decay >= 0, f"n_steps_decay must be >= 0 env steps, got {cfg.n_steps_decay}")
     need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")

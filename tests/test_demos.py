@@ -132,7 +132,7 @@ def test_atari_demos_get_the_training_envs_clipping_and_life_ends(tmp_path):
     d["rewards"][::10] = 7.0  # the top rows' score (and a negative one): training sees sign(r) only
     d["rewards"][5::10] = -3.0
     np.savez(path, **d)
-    cfg = resolve_config(env_id="Breakout").replace(demos=str(path), replay_capacity=2_000, n_steps=1)
+    cfg = resolve_config(env_id="Breakout").replace(demos=str(path), replay_capacity=2_000, n_steps=1, n_steps_end=None)
     replay = make_replay(cfg, (84, 84, 4), np.uint8)
     stored = seed_replay_with_demos(replay, cfg, (84, 84, 4), np.uint8)
     assert stored == len(d["actions"]) - 1  # the cut last step has no next observation
