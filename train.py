@@ -128,7 +128,8 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
 
     verb = "resuming" if resuming else "training"
     budget = f" or {cfg.train_minutes:g} minutes of training" if cfg.train_minutes is not None else ""
-    click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} env steps{budget} (seed {cfg.seed}) -> {path}")
+    steps = "env steps" if cfg.action_repeat == 1 else f"agent steps ({cfg.action_repeat} env steps each)"
+    click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} {steps}{budget} (seed {cfg.seed}) -> {path}")
     from agent.device import describe_device, describe_precision, resolve_precision, visible_gpus
 
     click.echo(f"device: {describe_device()}")

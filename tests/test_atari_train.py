@@ -42,6 +42,7 @@ def test_pixel_cartpole_smoke_run(tmp_path):
     run = tmp_path / "run"
     code, out = cli("--env", "CartPole-v1", "--pixels", "--steps", "300", "--run-dir", str(run), *SMOKE)
     assert code == 0, out
+    assert "for 300 agent steps (2 env steps each)" in out  # the preset holds each action for 2 env steps
     cfg = run_files.load_config(run)
     assert cfg.pixels and cfg.network == "nature_cnn"
     assert run_files.load_meta(run)["obs_shape"] == [84, 84, 4]

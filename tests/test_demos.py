@@ -206,7 +206,7 @@ def test_pixel_demos_keep_their_view_and_repeat_and_fill_a_run_seen_the_same_way
 
 @pytest.mark.parametrize("run_args, message", [
     (["--set", "pixel_view=cart_track", "--set", "action_repeat=2"], "recorded with pixel_view='cart', this run's is 'cart_track'"),
-    (["--set", "pixel_view=cart"], "recorded with action_repeat=2, this run's is 1; train with --set action_repeat=2"),
+    (["--set", "pixel_view=cart", "--set", "action_repeat=1"], "recorded with action_repeat=2, this run's is 1; train with --set action_repeat=2"),
 ])
 def test_demos_seen_another_way_are_one_line_and_create_nothing(tmp_path, run_args, message):
     path = tmp_path / "pix.npz"
