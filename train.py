@@ -128,8 +128,9 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
 
     verb = "resuming" if resuming else "training"
     budget = f" or {cfg.train_minutes:g} minutes of training" if cfg.train_minutes is not None else ""
-    steps = "env steps" if cfg.action_repeat == 1 else f"agent steps ({cfg.action_repeat} env steps each)"
-    click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} {steps}{budget} (seed {cfg.seed}) -> {path}")
+    step_unit = "env step" if cfg.action_repeat == 1 else "agent step"  # what total_steps and the counts below count
+    repeat = "" if cfg.action_repeat == 1 else f" ({cfg.action_repeat} env steps each)"
+    click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} {step_unit}s{repeat}{budget} (seed {cfg.seed}) -> {path}")
     from agent.device import describe_device, describe_precision, resolve_precision, visible_gpus
 
     click.echo(f"device: {describe_device()}")
@@ -159,11 +160,11 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     steps_per_s = result.env_steps / max(result.train_seconds, 1e-9)
     click.echo("")
     click.echo(f"  env            {cfg.env_id}")
-    click.echo(f"  env steps      {result.env_steps:,}  ({result.episodes:,} episodes, {result.updates:,} updates)")
-    click.echo(f"  time           {result.train_seconds:.1f} s training ({steps_per_s:,.0f} env steps/s), {result.eval_seconds:.1f} s evaluating")
+    click.echo(f"  {step_unit + 's':<15}{result.env_steps:,}  ({result.episodes:,} episodes, {result.updates:,} updates)")
+    click.echo(f"  time           {result.train_seconds:.1f} s training ({steps_per_s:,.0f} {step_unit}s/s), {result.eval_seconds:.1f} s evaluating")
     click.echo(f"  final eval     mean {ev['mean']:.1f} +/- {ev['std']:.1f} over {len(ev['returns'])} episodes (epsilon {cfg.eval_epsilon})")
     if result.solved_at is not None:
-        click.echo(f"  first solved   at env step {result.solved_at:,}")
+        click.echo(f"  first solved   at {step_unit} {result.solved_at:,}")
     click.echo(f"  run saved to   {path}")
     click.echo(f"  watch it       {command('play')} {path}")
     return True

@@ -43,6 +43,7 @@ def test_pixel_cartpole_smoke_run(tmp_path):
     code, out = cli("--env", "CartPole-v1", "--pixels", "--steps", "300", "--run-dir", str(run), *SMOKE)
     assert code == 0, out
     assert "for 300 agent steps (2 env steps each)" in out  # the preset holds each action for 2 env steps
+    assert "  agent steps    300  (" in out and " agent steps/s)" in out  # the summary counts in the same unit
     cfg = run_files.load_config(run)
     assert cfg.pixels and cfg.network == "nature_cnn"
     assert run_files.load_meta(run)["obs_shape"] == [84, 84, 4]
