@@ -262,7 +262,8 @@ def run_loop(run: Run, hooks: Sequence[Hook]) -> str:
     """
     cfg, env, agent, replay, s = run.cfg, run.env, run.agent, run.replay, run.state
     epsilon_at, counts_episodes = epsilon_schedule(cfg)
-    learning_rate_at = linear(cfg.learning_rate, cfg.learning_rate if cfg.learning_rate_end is None else cfg.learning_rate_end, cfg.total_steps)
+    # the step size, annealed over total_steps; None keeps the optimizer's (a run without learning_rate_end never sets it)
+    learning_rate_at = None if cfg.learning_rate_end is None else linear(cfg.learning_rate, cfg.learning_rate_end, cfg.total_steps)
     beta_at = linear(cfg.priority_beta_start, 1.0, cfg.total_steps)  # prioritized replay's correction, full at the end
     n_steps_at = n_steps_schedule(cfg.n_steps, cfg.n_steps_end, cfg.n_steps_decay)  # the replay sums n rewards at sample time
     for step in range(s.step + 1, cfg.total_steps + 1):  # `step` = env steps taken, this one included
@@ -284,7 +285,7 @@ def run_loop(run: Run, hooks: Sequence[Hook]) -> str:
         #    (agent/learner.py; with overlap_learning the update runs on while the next env steps are taken)
         if step >= cfg.learning_starts and step % cfg.train_freq == 0 and len(replay) >= cfg.batch_size:
             replay.n_steps = n_steps_at(step)
-            run.learner.call(beta_at(step), learning_rate_at(step) if cfg.learning_rate_end is not None else None)
+            run.learner.call(beta_at(step), None if learning_rate_at is None else learning_rate_at(step))
 
         # 4. target sync: a hard copy (Mnih et al. 2015) or a Polyak step (target_tau < 1), of the settled online network
         if cfg.target_update_period and step % cfg.target_update_period == 0:

@@ -120,6 +120,30 @@ def test_in_line_calls_take_effect_at_once_and_tensorflow_acting_never_overlaps(
     assert not learner.pending and agent.num_updates == 4
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-line", "overlapped"])
+@pytest.mark.parametrize("prioritized", [False, True], ids=["uniform", "prioritized"])
+def test_each_learner_call_is_one_call_of_the_compiled_update_traced_once(overlap, prioritized):
+    """The K updates of a learner call, with prioritized replay too, run as one call of the compiled update (Python
+    and dispatch overhead once per call, not per update), and its graph is traced once, not once per call."""
+    learner, agent, _, _ = fresh_learner(overlap=overlap, prioritized=prioritized)
+    compiled = agent._update_fn
+    calls = []
+
+    def counting(*tensors):
+        calls.append(tensors[1].shape)  # the actions: (K, B)
+        return compiled(*tensors)
+
+    agent._update_fn = counting
+    for _ in range(3):
+        learner.call(beta=0.4)
+    learner.settle()
+    learner.close()
+    cfg = learner.cfg
+    assert calls == [(cfg.gradient_steps, cfg.batch_size)] * 3
+    assert agent.num_updates == 3 * cfg.gradient_steps
+    assert compiled.experimental_get_tracing_count() == 1
+
+
 @pytest.mark.parametrize("prioritized", [False, True], ids=["uniform", "prioritized"])
 def test_overlap_resume_is_bit_exact_from_any_step(tmp_path, prioritized):
     """Paused at env step 460, while the call of step 448 is pending (no log, evaluation or checkpoint there): the
