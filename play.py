@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import click
 
-from agent.errors import cli_errors
-from agent.pretrained import available
+from common.errors import cli_errors
+from agent.export.pretrained import available
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,7 +49,7 @@ def main(**options) -> None:
     import tfquiet
 
     tfquiet.set_environment()  # before anything loads numpy
-    from agent.exported import file_format
+    from agent.export.runtimes import file_format
 
     run = options["run_dir"]
     options["model"] = run if run is not None and file_format(run) else None
@@ -57,7 +57,7 @@ def main(**options) -> None:
         options["run_dir"] = None  # an exported model: LiteRT or ONNX Runtime plays it, TensorFlow is never imported
     elif not (options["human"] or options["agent"] == "random"):  # no network plays: no TensorFlow, the window opens in a second
         tfquiet.setup()
-    from agent.viewer import ViewOptions, play
+    from agent.viewer.window import ViewOptions, play
 
     scores, stopped = play(ViewOptions(**options))
     print_scores(scores, stopped)

@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from agent.errors import UserError, cli_errors, command
+from common.errors import UserError, cli_errors, command
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,15 +66,15 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     import time
     from pathlib import Path
 
-    from agent import config as config_lib
-    from agent.presets import preset_name_for_env, resolve_config
+    from agent.core import config as config_lib
+    from agent.core.presets import preset_name_for_env, resolve_config
     from envs import EnvError, make_env
 
     if keep < 1:
         raise UserError(f"--keep must be >= 1 (the newest checkpoint is always kept), got {keep}")
     resuming = resume_dir is not None
     if resuming:
-        from agent import run_dir as run_files
+        from agent.run import run_dir as run_files
 
         cfg = run_files.load_config(resume_dir)  # validated field by field
         run_files.check_not_in_use(resume_dir)  # refused in a second, before TensorFlow loads (the lock is taken later)
@@ -99,7 +99,7 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
         raise UserError(str(e)) from None
     try:
         if cfg.demos and not resuming:  # and on a demos file that does not fit this env
-            from agent.demos import load_for_run
+            from agent.run.demos import load_for_run
             from envs import obs_signature
 
             obs_shape, obs_dtype, _ = obs_signature(probe)
@@ -110,7 +110,7 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     if cfg.init_from and not resuming and not Path(cfg.init_from).is_file():
         raise UserError(f"--init-from {cfg.init_from!r}: no such file; make one with `python -m classic pretrain DEMOS.npz --out torso.keras` (--layer-norm: cartpole preset)")
 
-    from agent import run_dir as run_files
+    from agent.run import run_dir as run_files
 
     replaced = None  # with --force: the old run, kept aside until the new one has a complete checkpoint
     if resuming:
@@ -124,14 +124,14 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
 
     tfquiet.setup()  # TensorFlow, quietly (about 6 s here)
     from agent.api import DQN
-    from agent.training import TrainingInterrupted, TrainingStopped
+    from agent.run.training import TrainingInterrupted, TrainingStopped
 
     verb = "resuming" if resuming else "training"
     budget = f" or {cfg.train_minutes:g} minutes of training" if cfg.train_minutes is not None else ""
     step_unit = "env step" if cfg.action_repeat == 1 else "agent step"  # what total_steps and the counts below count
     repeat = "" if cfg.action_repeat == 1 else f" ({cfg.action_repeat} env steps each)"
     click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} {step_unit}s{repeat}{budget} (seed {cfg.seed}) -> {path}")
-    from agent.device import describe_device, describe_precision, resolve_precision, visible_gpus
+    from agent.core.device import describe_device, describe_precision, resolve_precision, visible_gpus
 
     click.echo(f"device: {describe_device()}")
     if cfg.precision != "float32":

@@ -42,10 +42,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agent import run_dir as run_files
-from agent.config import DQNConfig, env_options
-from agent.errors import UserError
-from agent.training import TrainingInterrupted, TrainResult, Trainer
+from agent.run import run_dir as run_files
+from agent.core.config import DQNConfig, env_options
+from common.errors import UserError
+from agent.run.training import TrainingInterrupted, TrainResult, Trainer
 from envs import EnvError, check_spaces, is_atari, make_env, obs_signature
 
 
@@ -257,7 +257,7 @@ class DQN:
     def evaluate(self, episodes: int = 10, epsilon: float | None = None, seed: int | None = None) -> dict:
         """Play `episodes` on the evaluation env (epsilon: the run's `eval_epsilon`); returns
         `{"mean", "std", "returns", ...}` with true game scores."""
-        from agent.evaluation import evaluate
+        from agent.rollout.evaluation import evaluate
 
         if not isinstance(episodes, numbers.Integral) or isinstance(episodes, bool) or episodes < 1:
             raise UserError(f"evaluate(episodes) needs a positive number of episodes, got {episodes!r}")
@@ -332,7 +332,7 @@ class DQN:
 
 
 def _config_and_envs(env: str | gym.Env, preset: str | None, overrides: dict, eval_env: gym.Env | None) -> tuple[DQNConfig, gym.Env | None, gym.Env | None]:
-    from agent.presets import resolve_config
+    from agent.core.presets import resolve_config
 
     if isinstance(env, str):
         if eval_env is not None:

@@ -39,7 +39,7 @@ tfquiet.set_environment()  # before `envs` loads numpy: one BLAS thread, so that
 
 import click  # noqa: E402
 
-from agent.errors import cli_errors  # noqa: E402
+from common.errors import cli_errors  # noqa: E402
 from envs import EnvError  # noqa: E402
 
 
@@ -55,12 +55,12 @@ def main(env_id, steps, overrides, seed, prioritized, as_json):
     tfquiet.setup()
     import numpy as np
 
-    from agent import config as config_lib
-    from agent.presets import resolve_config
-    from agent.device import describe_cpu
-    from agent.learner import Learner
-    from agent.run_state import LoopState
-    from agent.training import build_agent, make_replay, replay_targets
+    from agent.core import config as config_lib
+    from agent.core.presets import resolve_config
+    from agent.core.device import describe_cpu
+    from agent.run.learner import Learner
+    from agent.run.run_state import LoopState
+    from agent.run.training import build_agent, make_replay, replay_targets
     from envs import make_env, obs_signature
 
     cfg = resolve_config(env_id=env_id, overrides={"seed": seed, **config_lib.parse_overrides(overrides)})

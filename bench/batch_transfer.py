@@ -36,7 +36,7 @@ tfquiet.set_environment()
 
 import click  # noqa: E402
 
-from agent.errors import cli_errors  # noqa: E402
+from common.errors import cli_errors  # noqa: E402
 from envs import EnvError  # noqa: E402
 
 
@@ -64,10 +64,10 @@ def main(env_id, overrides, fill, repeats, as_json):
     tfquiet.setup()
     import numpy as np
 
-    from agent import config as config_lib
-    from agent.device import describe_cpu
-    from agent.presets import resolve_config
-    from agent.training import build_agent, make_replay
+    from agent.core import config as config_lib
+    from agent.core.device import describe_cpu
+    from agent.core.presets import resolve_config
+    from agent.run.training import build_agent, make_replay
     from envs import make_env, obs_signature
 
     cfg = resolve_config(env_id=env_id, overrides=config_lib.parse_overrides(overrides))

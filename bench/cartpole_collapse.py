@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import click  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agent.errors import cli_errors  # noqa: E402
+from common.errors import cli_errors  # noqa: E402
 
 X_LIMIT = 2.4  # CartPole-v1: the cart leaves the track beyond this (m)
 ANGLE_LIMIT = 12 * 2 * np.pi / 360  # the pole has fallen beyond this (rad)
@@ -40,8 +40,8 @@ ANGLE_LIMIT = 12 * 2 * np.pi / 360  # the pole has fallen beyond this (rad)
 
 def greedy_episodes(q_fn, env, episodes: int, seed: int) -> dict:
     """Greedy episodes (the episode runner, episode i from seed `seed + i`): returns, how each ended, and the Q-values met on the way."""
-    from agent.episodes import EpisodeRunner
-    from agent.policies import QPolicy
+    from agent.rollout.episodes import EpisodeRunner
+    from agent.dqn.policies import QPolicy
 
     ends, q_max, gaps, end_x = {"pole": 0, "cart": 0, "time": 0}, [], [], []
     runner = EpisodeRunner(env, QPolicy(q_fn, int(env.action_space.n)), episodes=episodes, seed=seed, render=False)
@@ -89,11 +89,11 @@ def main(seed, preset, every, overrides, run_dir, episodes, as_json):
     import tfquiet
 
     tfquiet.setup()
-    from agent import config as config_lib
-    from agent.presets import resolve_config
-    from agent.policies import keras_q_fn
-    from agent.run_dir import load_config, load_model
-    from agent.training import train
+    from agent.core import config as config_lib
+    from agent.core.presets import resolve_config
+    from agent.dqn.policies import keras_q_fn
+    from agent.run.run_dir import load_config, load_model
+    from agent.run.training import train
     from envs import make_env
 
     if run_dir is not None:

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import click  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agent.checkpoints import sha256_file  # noqa: E402
-from agent.run_state import StateDictPart  # noqa: E402
+from agent.run.checkpoints import sha256_file  # noqa: E402
+from agent.run.run_state import StateDictPart  # noqa: E402
 from replay import FrameReplayBuffer  # noqa: E402
 
 FRAME = (84, 84)

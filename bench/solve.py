@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import click  # noqa: E402
 
-from agent.errors import cli_errors  # noqa: E402
+from common.errors import cli_errors  # noqa: E402
 
 EVAL_EPISODES = 10
 FINAL_EPISODES = 100
@@ -50,12 +50,12 @@ def main(seeds, first_seed, env_id, preset, threshold, eval_every, steps, overri
     import tfquiet
 
     tfquiet.setup()
-    from agent import config as config_lib
-    from agent import stats
-    from agent.device import cpu_model
-    from agent.errors import UserError
-    from agent.presets import preset_for_env, resolve_config
-    from agent.training import train
+    from agent.core import config as config_lib
+    from agent.plot import stats
+    from agent.core.device import cpu_model
+    from common.errors import UserError
+    from agent.core.presets import preset_for_env, resolve_config
+    from agent.run.training import train
     from envs import reward_threshold
 
     base = resolve_config(env_id=env_id or (None if preset else "CartPole-v1"), preset=preset, overrides=config_lib.parse_overrides(overrides))

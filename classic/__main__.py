@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from agent.errors import cli_errors
+from common.errors import cli_errors
 
 positive_int = click.IntRange(min=1)
 positive_float = click.FloatRange(min=0, min_open=True)
@@ -161,7 +161,7 @@ def mobilenet(directory, epochs, batch_size, lr, image_size, seed, eager) -> Non
 @user_errors
 def pretrain_cmd(demos, out, hidden_sizes, layer_norm, epochs, batch_size, lr, seed) -> None:
     """Behaviour cloning: fit a Q-network torso to the actions in DEMOS (.npz from play.py --save-demos)."""
-    from agent.demos import load_demos
+    from classic.demos import load_demos
     from classic.pretrain import check_out_path, parse_hidden_sizes, pretrain, save_model_atomic
 
     sizes = parse_hidden_sizes(hidden_sizes)

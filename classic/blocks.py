@@ -78,3 +78,39 @@ def nature_cnn_torso(name: str = "torso", layer_norm: bool = False) -> list[kera
 def mlp_torso(hidden_sizes: Sequence[int], name: str = "torso", layer_norm: bool = False) -> list[keras.layers.Layer]:
     """A flatten followed by ReLU dense layers: the torso of the vector-observation Q-network."""
     return [keras.layers.Flatten(name=f"{name}_flatten"), *dense_stack(hidden_sizes, name=f"{name}_dense", layer_norm=layer_norm)]
+
+
+def resolve_torso_kind(kind: str, obs_shape: Sequence[int]) -> str:
+    """`auto` picks the MLP for vector observations and the Nature CNN for stacked frames (H, W, C)."""
+    if kind != "auto":
+        return kind
+    return "nature_cnn" if len(obs_shape) == 3 else "mlp"
+
+
+def torso_for(obs_shape: Sequence[int], kind: str = "auto", hidden_sizes: Sequence[int] = (64, 64),
+              layer_norm: bool = False) -> list[keras.layers.Layer]:
+    """The torso a network over `obs_shape` observations gets: the one rule both the agent and pretraining follow.
+
+    Raises:
+        ValueError: an unknown kind, or the Nature CNN for observations that are not images.
+    """
+    kind = resolve_torso_kind(kind, obs_shape)
+    if kind not in ("mlp", "nature_cnn"):
+        raise ValueError(f"unknown network kind {kind!r}")
+    if kind == "nature_cnn" and len(obs_shape) != 3:
+        raise ValueError(f"nature_cnn needs image observations (H, W, C), got shape {tuple(obs_shape)}")
+    return nature_cnn_torso(layer_norm=layer_norm) if kind == "nature_cnn" else mlp_torso(hidden_sizes, layer_norm=layer_norm)
+
+
+def observation_input(obs_shape: Sequence[int], obs_dtype) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """(the model's input, what the torso reads): uint8 frames are scaled to [0, 1] inside the model.
+
+    The scaling computes in float32 whatever the global dtype policy says (1/255 in bfloat16 would be
+    1/254.0: every pixel 0.4% too bright), so the replay can keep bytes and a saved model eats raw frames.
+    """
+    import numpy as np
+
+    inputs = keras.Input(shape=tuple(obs_shape), dtype=str(np.dtype(obs_dtype)), name="obs")
+    if np.dtype(obs_dtype) != np.uint8:
+        return inputs, inputs
+    return inputs, keras.layers.Rescaling(1.0 / 255.0, name="scale", dtype="float32")(inputs)

@@ -76,10 +76,10 @@ def load_mnist_arrays(path: str | os.PathLike | None = None):
         except Exception as e:  # Keras raises a bare Exception on a fetch failure
             raise ClassicError(
                 f"could not download mnist.npz (no network?); download it from {MNIST_URL} and pass --data PATH, "
-                f"or place it at {keras_datasets_dir() / 'mnist.npz'} ({_first_line(e)})"
+                f"or place it at {keras_datasets_dir() / 'mnist.npz'} ({first_line(e)})"
             ) from None
     else:
-        arrays = _load_npz(path, MNIST_KEYS, what="an MNIST file")
+        arrays = load_npz(path, MNIST_KEYS, what="an MNIST file")
         train_x, train_y, test_x, test_y = (arrays[k] for k in MNIST_KEYS)
     for x, y, split in ((train_x, train_y, "train"), (test_x, test_y, "test")):
         if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] != 1) or len(x) == 0:
@@ -93,7 +93,7 @@ def load_mnist_arrays(path: str | os.PathLike | None = None):
     return (train_x, train_y), (test_x, test_y)
 
 
-def _load_npz(path: str | os.PathLike, keys: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+def load_npz(path: str | os.PathLike, keys: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
     """Every key of an `.npz` as plain arrays, refusing pickled objects (a file must not run code)."""
     path = Path(path)
     if not path.is_file():
@@ -108,13 +108,13 @@ def _load_npz(path: str | os.PathLike, keys: tuple[str, ...], what: str) -> dict
             return {k: f[k] for k in f.files}
     except ClassicError:
         raise
-    except ValueError as e:  # "Object arrays cannot be loaded when allow_pickle=False"
-        raise ClassicError(f"{path}: cannot read {what}: {_first_line(e)} (arrays must be numeric, saved without pickle)") from None
+    except ValueError:  # numpy: "Object arrays cannot be loaded when allow_pickle=False" (never follow its advice)
+        raise ClassicError(f"{path}: cannot read {what}: it holds Python objects, which are never loaded (arrays must be numeric, saved without pickle)") from None
     except Exception as e:  # zipfile.BadZipFile, OSError, EOFError: a truncated or foreign file
-        raise ClassicError(f"{path}: cannot read {what}: {_first_line(e)}") from None
+        raise ClassicError(f"{path}: cannot read {what}: {first_line(e)}") from None
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
 
@@ -132,7 +132,7 @@ class TextLoader:
             except Exception as e:
                 raise ClassicError(
                     f"could not download nietzsche.txt (no network?); download it from {NIETZSCHE_URL} and pass "
-                    f"--text PATH, or place it at {keras_datasets_dir() / 'nietzsche.txt'} ({_first_line(e)})"
+                    f"--text PATH, or place it at {keras_datasets_dir() / 'nietzsche.txt'} ({first_line(e)})"
                 ) from None
         path = Path(path)
         if not path.is_file():
@@ -199,7 +199,7 @@ def load_image_folder(directory: str | os.PathLike, image_size: int = 224, batch
             batch_size=batch_size, shuffle=True, seed=seed, verbose=False,
         )
     except ValueError as e:  # "No images found in directory ..." and friends
-        raise ClassicError(f"{directory}: {_first_line(e)}") from None
+        raise ClassicError(f"{directory}: {first_line(e)}") from None
     class_names = list(dataset.class_names)
     if len(class_names) < 2:
         raise ClassicError(f"{directory}: images of only one class ({class_names[0]!r}); a classifier needs at least two")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from common.errors import UserError
 
-class ClassicError(ValueError):
+
+class ClassicError(UserError, ValueError):
     """Bad input a person can fix (a missing file, a demos file for another env, ...).
 
     A `ValueError` so library callers (e.g. `train.py --init-from`) can catch

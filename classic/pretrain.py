@@ -1,6 +1,6 @@
 """Behaviour cloning: pretrain a Q-network torso as a classifier of demonstrated actions.
 
-A demos file (`play.py --save-demos`; the format lives in `agent/demos.py`)
+A demos file (`play.py --save-demos`; the format lives in `classic/demos.py`)
 holds observations and the actions taken in them. `pretrain` builds the
 same layers the agent's non-dueling Q-network has (`classic.blocks` torso
 named `torso_*`, then `Dense(num_actions, name="q")`), fits it to predict the
@@ -17,9 +17,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from agent.demos import Demos
-from classic.blocks import mlp_torso, nature_cnn_torso
-from classic.data import _first_line
+from classic.demos import Demos
+from classic.blocks import observation_input, torso_for
+from classic.data import first_line
 from classic.errors import ClassicError
 from classic.models import SparseCategoricalAccuracy
 
@@ -32,14 +32,8 @@ def build_policy_network(obs_shape: Sequence[int], obs_dtype, num_actions: int, 
 
     `hidden_sizes` and `layer_norm` must match the agent's preset (configs/cartpole.toml: 64,64 with LayerNorm).
     """
-    obs_shape = tuple(obs_shape)
-    inputs = keras.Input(shape=obs_shape, dtype=str(np.dtype(obs_dtype)), name="obs")
-    x = inputs
-    if np.dtype(obs_dtype) == np.uint8:
-        x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(x)
-    # Same rule as the agent's `auto` network: frames (H, W, C) get the Nature CNN, vectors the MLP.
-    torso = nature_cnn_torso(layer_norm=layer_norm) if len(obs_shape) == 3 else mlp_torso(hidden_sizes, layer_norm=layer_norm)
-    for layer in torso:
+    inputs, x = observation_input(obs_shape, obs_dtype)
+    for layer in torso_for(obs_shape, "auto", hidden_sizes, layer_norm):
         x = layer(x)
     q = keras.layers.Dense(num_actions, name="q")(x)
     return keras.Model(inputs, q, name="policy")
@@ -112,7 +106,7 @@ def check_out_path(out: str | os.PathLike) -> Path:
 
 def save_model_atomic(model: keras.Model, out: str | os.PathLike) -> Path:
     """Save as `.keras` under a temporary name in the same folder, then rename: a crash never leaves half a file."""
-    from agent.files import atomic_path
+    from common.files import atomic_path
 
     out = check_out_path(out)
     try:
@@ -150,7 +144,7 @@ def load_torso_weights(model: keras.Model, torso_path: str | os.PathLike) -> lis
     try:
         saved = keras.models.load_model(path, compile=False)
     except Exception as e:
-        raise ClassicError(f"{path}: cannot load a Keras model: {_first_line(e)}") from None
+        raise ClassicError(f"{path}: cannot load a Keras model: {first_line(e)}") from None
     source = {n: layer for n, layer in _named_layers(saved).items() if n.startswith(TORSO_PREFIX) and layer.weights}
     target = {n: layer for n, layer in _named_layers(model).items() if n.startswith(TORSO_PREFIX) and layer.weights}
     if not source:

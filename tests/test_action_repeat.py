@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agent.config import DQNConfig, env_options, validate
-from agent.errors import UserError
+from agent.core.config import DQNConfig, env_options, validate
+from common.errors import UserError
 from envs import ActionRepeat, EnvError, make_env
 
 

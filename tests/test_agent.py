@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from agent.config import DQNConfig
-from agent.dqn import DQNAgent, NonFiniteLossError
+from agent.core.config import DQNConfig
+from agent.dqn.agent import DQNAgent, NonFiniteLossError
 from replay import Batch
 
 
@@ -101,8 +101,8 @@ def test_numpy_acting_matches_the_nature_cnn(dueling, layer_norm, monkeypatch):
     """The numpy copy (im2col convolutions) gives the Keras model's Q-values on uint8 frame stacks; big batches go to TF."""
     import keras
 
-    from agent import networks
-    from agent.networks import NumpyPolicy
+    from agent.dqn import networks
+    from agent.dqn.networks import NumpyPolicy
 
     monkeypatch.setattr(networks, "blas_single_threaded", lambda: True)  # whatever BLAS threads this shell asked for
 
@@ -258,8 +258,8 @@ def test_dueling_head_survives_save_and_load(tmp_path):
     """A dueling network saved as a run saves it loads with keras.models.load_model (safe mode) and computes the same Q = V + A - mean(A)."""
     import keras
 
-    from agent import run_dir as run_files
-    from agent.networks import DuelingHead
+    from agent.run import run_dir as run_files
+    from agent.dqn.networks import DuelingHead
 
     agent = make_agent(dueling=True, jit_compile=False)
     agent.update(random_batch(np.random.default_rng(12)))

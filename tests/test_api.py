@@ -10,7 +10,7 @@ import pytest
 
 import agent.api
 from agent.api import DQN, Progress
-from agent.errors import UserError
+from common.errors import UserError
 from envs import make_env
 
 FAST = dict(eval_every=500, eval_episodes=2, final_eval_episodes=2, learning_starts=200, train_freq=10, gradient_steps=2, log_every=500,

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 import train as train_cli
-from agent import run_dir as run_files
+from agent.run import run_dir as run_files
 
 SMOKE = ["--set", "replay_capacity=2000", "--set", "learning_starts=200", "--set", "train_freq=16",
          "--set", "gradient_steps=2", "--set", "eval_epsilon=1.0", "--eval-episodes", "1", "--no-progress"]
@@ -94,7 +94,7 @@ def test_cartpole_network_refused_for_breakout(tmp_path, breakout_run):
 
 def test_any_ale_game_by_short_name_gets_the_atari_defaults(tmp_path):
     """Pong has no preset of its own: its short name resolves and it trains with the Atari protocol, not the generic defaults."""
-    from agent.presets import resolve_config
+    from agent.core.presets import resolve_config
 
     breakout, pong = resolve_config(env_id="Breakout"), resolve_config(env_id="Pong")
     assert pong.env_id == "ALE/Pong-v5"

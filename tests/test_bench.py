@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import stats
+from agent.plot import stats
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,9 +59,9 @@ def test_cartpole_collapse_looks_at_the_run_in_slices():
 @pytest.mark.parametrize("pixels", [False, True])
 def test_cartpole_collapse_looks_at_a_finished_run_and_says_where_the_cart_was(tmp_path, pixels):
     """`--run`: a saved model's greedy episodes, how each ended and the cart's x then (read from the env: pixels hold no x)."""
-    from agent.config import DQNConfig
-    from agent.networks import build_q_network
-    from agent.run_dir import save_config, save_model
+    from agent.core.config import DQNConfig
+    from agent.dqn.networks import build_q_network
+    from agent.run.run_dir import save_config, save_model
 
     cfg = DQNConfig(env_id="CartPole-v1", pixels=pixels, pixel_view="cart_track" if pixels else "full", network="auto")
     obs_shape, dtype = ((84, 84, 4), "uint8") if pixels else ((4,), "float32")
@@ -74,8 +74,8 @@ def test_cartpole_collapse_looks_at_a_finished_run_and_says_where_the_cart_was(t
 
 
 def test_cartpole_collapse_refuses_a_run_of_another_env_in_one_line(tmp_path):
-    from agent.config import DQNConfig
-    from agent.run_dir import save_config
+    from agent.core.config import DQNConfig
+    from agent.run.run_dir import save_config
 
     save_config(tmp_path, DQNConfig(env_id="Acrobot-v1"))
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "cartpole_collapse.py"), "--run", str(tmp_path)], cwd=ROOT,
@@ -121,7 +121,7 @@ def test_atari_throughput_times_the_real_loop():
     timings = ("env_steps_per_s", "updates_per_s", "ms_per_update", "ms_per_sample", "ms_per_act", "ms_per_env_step", "peak_rss_mb", "fill_seconds")
     assert set(out) == {"env_id", "steps", "train_freq", "gradient_steps", "batch_size", "jit_compile", "acting", "precision", "replay_mb",
                         "prioritized", "ms_per_priority_update", "overlap_learning", "cpu", "cpu_flags", *timings}
-    from agent.device import describe_cpu
+    from agent.core.device import describe_cpu
 
     assert (out["cpu"], out["cpu_flags"]) == tuple(describe_cpu().values())  # every timing names its CPU
     assert out["overlap_learning"] is (out["acting"] == "numpy")  # the preset overlaps where acting runs in numpy
@@ -132,7 +132,7 @@ def test_atari_throughput_times_the_real_loop():
     else:
         assert all(out[key] > 0 for key in split), out  # timed apart: never a made-up 0
     timings = tuple(key for key in timings if key not in split)
-    from agent.networks import _numpy_blas_name
+    from agent.dqn.networks import _numpy_blas_name
 
     # the bench acts as train.py does: the Nature CNN in numpy where numpy's BLAS is OpenBLAS (then told to use one thread)
     assert out["acting"] == ("numpy" if "openblas" in _numpy_blas_name() else "tensorflow")

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 import train as train_cli
-from agent import training
-from agent.checkpoints import CheckpointError, CheckpointStore, list_checkpoints, verify
-from agent.presets import resolve_config
-from agent.state_files import read_state, write_state
+from agent.run import training
+from agent.run.checkpoints import CheckpointError, CheckpointStore, list_checkpoints, verify
+from agent.core.presets import resolve_config
+from agent.core.state_files import read_state, write_state
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -112,7 +112,7 @@ def test_a_checkpoint_of_the_format_before_the_parts_is_refused_in_one_line(tmp_
     assert lines == ["error: checkpoint step-000000300 was written by an older version (checkpoint format 1, this one reads 2) and "
                      "cannot continue exactly; finish that run with the version that wrote it, or start a new one (its model.keras still plays)"]
     assert {k: v for k, v in snapshot(run).items() if k != ".lock"} == before
-    from agent.run_dir import load_model
+    from agent.run.run_dir import load_model
 
     assert load_model(run).output_shape == (None, 2)
 
@@ -166,7 +166,7 @@ def test_everything_opened_is_closed_when_a_hook_fails(tmp_path, monkeypatch):
     log = tmp_path / "progress.csv"
     rows = log.read_text().splitlines()
     assert rows[0].startswith("env_step,") and rows[-1].startswith("200,")  # flushed and closed up to the last row
-    from agent.run_dir import locked
+    from agent.run.run_dir import locked
 
     with locked(tmp_path):  # the lock is free again
         pass
@@ -182,7 +182,7 @@ def test_a_resume_rewrites_a_model_left_behind_its_checkpoint(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({**meta, "checkpoint": None, "env_step": 0}))
     result = training.train(cfg.replace(total_steps=300), tmp_path, progress=False, resume=True)
     assert result.finished and json.loads((tmp_path / "meta.json").read_text())["checkpoint"] == "step-000000300"
-    from agent.run_dir import load_model
+    from agent.run.run_dir import load_model
 
     saved = load_model(tmp_path)
     with training.Trainer(cfg.replace(total_steps=300), tmp_path, resume=True, finished_ok=True) as trainer:

@@ -18,7 +18,7 @@ from classic import models
 from classic.__main__ import cli
 from classic.data import ImageClassData, TextLoader, load_image_folder
 from classic.errors import ClassicError
-from agent.demos import load_demos
+from classic.demos import load_demos
 from classic.pretrain import build_policy_network, load_torso_weights, pretrain, save_model_atomic
 from classic.training import (
     CONV_DEMO_EXPECTED,

@@ -1,9 +1,9 @@
 import pytest
 
-from agent import config as config_lib
-from agent.config import DQNConfig
-from agent.errors import UserError
-from agent.presets import preset_for_env, preset_name_for_env, resolve_config
+from agent.core import config as config_lib
+from agent.core.config import DQNConfig
+from common.errors import UserError
+from agent.core.presets import preset_for_env, preset_name_for_env, resolve_config
 
 
 def test_every_field_has_a_unit_comment():

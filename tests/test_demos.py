@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 import train as train_cli
-from agent.demos import DemoRecorder
-from agent.presets import resolve_config
-from agent.training import make_replay, seed_replay_with_demos
+from classic.demos import DemoRecorder
+from agent.core.presets import resolve_config
+from agent.run.training import make_replay, seed_replay_with_demos
 
 
 def record(env_id: str, path, episodes: int, max_steps: int, seed: int = 0):
@@ -160,7 +160,7 @@ def test_atari_demos_without_lives_are_refused(tmp_path):
 
 def test_demos_of_one_atari_game_fit_its_other_ids(tmp_path):
     """ALE/Breakout-v5 and BreakoutNoFrameskip-v4 get the same emulator settings and wrappers here."""
-    from agent.demos import load_for_run
+    from agent.run.demos import load_for_run
 
     path = tmp_path / "breakout.npz"
     record_breakout(path, 20)
@@ -174,7 +174,7 @@ def test_demos_of_one_atari_game_fit_its_other_ids(tmp_path):
 
 def record_pixel_cartpole(path, pixel_view: str, action_repeat: int, steps: int = 40) -> None:
     """Random pixel-CartPole play saved as play.py saves it for a run seen that way."""
-    from agent.config import DQNConfig, env_options
+    from agent.core.config import DQNConfig, env_options
     from envs import make_env
 
     seen_as = env_options(DQNConfig(env_id="CartPole-v1", pixels=True, pixel_view=pixel_view, action_repeat=action_repeat))
@@ -192,7 +192,8 @@ def record_pixel_cartpole(path, pixel_view: str, action_repeat: int, steps: int 
 
 
 def test_pixel_demos_keep_their_view_and_repeat_and_fill_a_run_seen_the_same_way(tmp_path):
-    from agent.demos import load_demos, load_for_run
+    from agent.run.demos import load_for_run
+    from classic.demos import load_demos
 
     path = tmp_path / "pix.npz"
     record_pixel_cartpole(path, "cart", action_repeat=2)

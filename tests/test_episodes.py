@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.episodes import EpisodeRunner
-from agent.evaluation import evaluate
-from agent.policies import QPolicy, RandomPolicy, epsilon_greedy
+from agent.rollout.episodes import EpisodeRunner
+from agent.rollout.evaluation import evaluate
+from agent.dqn.policies import QPolicy, RandomPolicy, epsilon_greedy
 from envs import make_env
 
 WEIGHTS = np.array([[0.0, 0.0], [0.1, -0.1], [-1.0, 1.0], [-0.5, 0.5]], dtype=np.float32)  # pushes towards the pole: long episodes
@@ -133,8 +133,8 @@ def test_epsilon_greedy_draws_the_same_whatever_epsilon(epsilon):
 
 def test_epsilon_greedy_is_dqn_agents_act():
     """DQNAgent.act and epsilon_greedy on the agent's Q-values choose the same actions from the same RNG."""
-    from agent.dqn import DQNAgent
-    from agent.presets import resolve_config
+    from agent.dqn.agent import DQNAgent
+    from agent.core.presets import resolve_config
 
     cfg = resolve_config(env_id="CartPole-v1")
     agent = DQNAgent((4,), np.float32, 2, cfg, seed=0)

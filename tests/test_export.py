@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from agent import export as export_lib
-from agent import exported
+from agent.export import convert as export_lib
+from agent.export import runtimes as exported
 
 ROOT = Path(__file__).resolve().parent.parent
 NETS = {  # name -> (env id, config overrides)
@@ -44,9 +44,9 @@ def need(fmt: str) -> None:
 
 def make_run(path: Path, env_id: str, overrides: dict) -> Path:
     """A run directory as train.py writes one (config.toml, meta.json, model.keras) holding an untrained network."""
-    from agent import run_dir as run_files
-    from agent.networks import build_q_network
-    from agent.presets import resolve_config
+    from agent.run import run_dir as run_files
+    from agent.dqn.networks import build_q_network
+    from agent.core.presets import resolve_config
     from envs import make_env, obs_signature
 
     cfg = resolve_config(env_id=env_id, overrides=overrides)
@@ -97,7 +97,7 @@ def exports(runs, tmp_path_factory) -> dict[tuple[str, str], export_lib.Result]:
 @pytest.fixture(scope="module")
 def reference(runs) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per net: 100 real observations and the Keras model's Q-values on them."""
-    from agent.run_dir import load_model
+    from agent.run.run_dir import load_model
 
     refs = {}
     for net, run in runs.items():
@@ -209,7 +209,7 @@ def test_cli_default_out_refuses_to_overwrite_and_force_replaces(runs, tmp_path)
 
 
 def test_a_model_that_cannot_be_renamed_into_place_leaves_the_previous_pair(runs, tmp_path, monkeypatch):
-    import agent.export
+    import agent.export.convert
 
     run = tmp_path / "run"
     run.mkdir()

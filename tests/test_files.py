@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.files import atomic_path, atomic_write_bytes
+from common.files import atomic_path, atomic_write_bytes
 
 
 def test_success_replaces_the_file_and_leaves_no_temporary(tmp_path):

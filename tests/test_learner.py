@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from agent import run_dir as run_files
-from agent.presets import resolve_config
-from agent.run_state import LoopState
-from agent.training import Trainer, TrainingStopped, build_agent, make_replay, train
+from agent.run import run_dir as run_files
+from agent.core.presets import resolve_config
+from agent.run.run_state import LoopState
+from agent.run.training import Trainer, TrainingStopped, build_agent, make_replay, train
 from envs import make_env, obs_signature
 
 SMALL = dict(total_steps=1_200, learning_starts=200, train_freq=16, gradient_steps=4, eval_every=600, eval_episodes=2,
@@ -47,7 +47,7 @@ def test_overlap_learns_bit_for_bit_as_in_line_when_acting_is_random(tmp_path, p
 
 
 def fresh_learner(overlap: bool, **changes):
-    from agent.learner import Learner
+    from agent.run.learner import Learner
 
     cfg = small_cfg(**changes)
     env = make_env(cfg.env_id, seed=0)
@@ -89,7 +89,7 @@ def test_overlapped_acting_uses_the_weights_of_the_latest_calls_start_however_of
 
 
 def test_a_failed_overlapped_call_leaves_no_prioritized_draw_waiting(monkeypatch):
-    from agent.dqn import NonFiniteLossError
+    from agent.dqn.agent import NonFiniteLossError
 
     learner, agent, _, _ = fresh_learner(overlap=True, prioritized=True)
     learner.call(beta=0.4)
@@ -112,7 +112,7 @@ def test_in_line_calls_take_effect_at_once_and_tensorflow_acting_never_overlaps(
     assert not learner.pending and agent.num_updates == 4
     learner, agent, _, _ = fresh_learner(overlap=True)
     agent._numpy_policy = None  # an agent that acts through TensorFlow (acting would read the variables mid-update)
-    from agent.learner import Learner
+    from agent.run.learner import Learner
 
     learner = Learner(learner.cfg, agent, learner.replay, learner.state, overlap=True)
     assert not learner.overlap

@@ -76,8 +76,8 @@ def test_test_leaves_the_slow_tier_out_and_test_all_takes_it_in(target, selected
 @pytest.mark.slow
 def test_make_train_end_to_end(tmp_path):
     """A fresh user's first command: a CartPole run with the default preset, then a video of its agent."""
-    from agent import run_dir as run_files
-    from agent.presets import resolve_config
+    from agent.run import run_dir as run_files
+    from agent.core.presets import resolve_config
     from videos import read_video
 
     run = tmp_path / "run"

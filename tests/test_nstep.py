@@ -117,7 +117,7 @@ def cartpole_rows(buf: ReplayBuffer, steps: int, seed: int = 0, dtype=np.float32
 
 
 def test_uniform_links_survive_a_checkpoint_and_old_ones_are_rebuilt(tmp_path):
-    from agent.run_state import StateDictPart
+    from agent.run.run_state import StateDictPart
 
     buf = ReplayBuffer(150, (4,), np.float32, seed=0, n_steps=3)
     cartpole_rows(buf, 400)  # wraps the ring; short episodes, terminated and truncated

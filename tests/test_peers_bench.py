@@ -33,7 +33,7 @@ def test_summary_needs_a_run_on_each_side():
 
 
 def test_cpu_description_names_the_first_model_and_the_vector_flags_that_matter():
-    from agent.device import describe_cpu
+    from agent.core.device import describe_cpu
 
     cpuinfo = ("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 amx_tile\n\n"
                "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
@@ -60,8 +60,8 @@ def load_sb3_dqn():
 
 def test_our_cartpole_side_is_configured_as_the_zoos_cartpole_entry():
     """Same work on both sides: our config, built from the bench's --set arguments, has the zoo entry SB3 runs."""
-    from agent.config import parse_overrides
-    from agent.presets import resolve_config
+    from agent.core.config import parse_overrides
+    from agent.core.presets import resolve_config
 
     args = load_vs_sb3().our_bench_args("CartPole-v1", steps=2_000, fill=1_000, seed=3)
     sets = [args[i + 1] for i, arg in enumerate(args) if arg == "--set"]

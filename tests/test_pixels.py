@@ -71,8 +71,8 @@ def test_the_track_strip_shows_where_the_cart_is_while_the_window_follows_it():
 
 
 def test_an_unknown_pixel_view_is_refused_by_the_config():
-    from agent.config import DQNConfig, validate
-    from agent.errors import UserError
+    from agent.core.config import DQNConfig, validate
+    from common.errors import UserError
 
     with pytest.raises(UserError, match="pixel_view must be 'full', 'cart' or 'cart_track'"):
         validate(DQNConfig(env_id="CartPole-v1", pixels=True, pixel_view="track"))

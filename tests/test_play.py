@@ -23,11 +23,12 @@ os.environ["SDL_VIDEODRIVER"] = "dummy"  # before pygame's display is initialise
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 import play  # noqa: E402
-from agent import hud, viewer  # noqa: E402
-from agent.episodes import EpisodeRunner  # noqa: E402
-from agent.policies import QPolicy, keras_q_fn, keyboard_mapping  # noqa: E402
-from agent.recording import record_episodes  # noqa: E402
-from agent.viewer import ViewOptions  # noqa: E402
+from agent.rollout import hud
+from agent.viewer import window as viewer  # noqa: E402
+from agent.rollout.episodes import EpisodeRunner  # noqa: E402
+from agent.dqn.policies import QPolicy, keras_q_fn, keyboard_mapping  # noqa: E402
+from agent.rollout.recording import record_episodes  # noqa: E402
+from agent.viewer.window import ViewOptions  # noqa: E402
 from videos import read_video  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +43,8 @@ def _dummy_video(monkeypatch):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A real (barely trained) CartPole run directory, made by agent.training.train in-process."""
-    from agent.presets import resolve_config
-    from agent.training import train
+    from agent.core.presets import resolve_config
+    from agent.run.training import train
 
     path = tmp_path_factory.mktemp("run")
     cfg = resolve_config(env_id="CartPole-v1", overrides={
@@ -56,7 +57,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(run_dir):
-    from agent.run_dir import load_model
+    from agent.run.run_dir import load_model
 
     return load_model(run_dir)
 
@@ -162,7 +163,7 @@ def test_save_demos_round_trip(run_dir, tmp_path):
 @pytest.fixture(scope="module")
 def two_model_run(run_dir, tmp_path_factory) -> Path:
     """A copy of the run whose final network always pushes left (0) and whose best network always pushes right (1)."""
-    from agent import run_dir as run_files
+    from agent.run import run_dir as run_files
 
     path = tmp_path_factory.mktemp("two-models")
     for name in ("config.toml", "meta.json"):
@@ -466,7 +467,7 @@ def test_breakout_recording_on_the_real_rom(tmp_path):
     """The Atari path end to end: 84x84x4 network input, 160x210 RGB frames shown at 3x, HUD Q-values."""
     import keras
 
-    from agent.networks import build_q_network
+    from agent.dqn.networks import build_q_network
     from envs import action_names, make_env
 
     keras.utils.set_random_seed(0)

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from agent import plot
+from agent.plot import curves as plot
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> list[Path]:
     """Two tiny CartPole runs with evaluations, trained in-process (TensorFlow loads once)."""
-    from agent.presets import resolve_config
-    from agent.training import train
+    from agent.core.presets import resolve_config
+    from agent.run.training import train
 
     paths = []
     for seed in (0, 1):
@@ -119,8 +119,8 @@ def test_cli_errors_are_one_line(runs, tmp_path):
 def fake_run(path: Path, evals: dict[int, float], env_id: str = "CartPole-v1") -> Path:
     """A run directory as train.py leaves it, as far as the plot reads it: config.toml and progress.csv, with
     training-only rows between the evaluation rows (written by hand, no training)."""
-    from agent.presets import resolve_config
-    from agent.run_dir import save_config
+    from agent.core.presets import resolve_config
+    from agent.run.run_dir import save_config
 
     path.mkdir(parents=True)
     save_config(path, resolve_config(env_id=env_id))
@@ -135,7 +135,7 @@ def test_iqm_draws_one_curve_at_the_iqm_of_the_runs_with_a_shaded_interval(tmp_p
     """Four seeds: at each evaluation step all of them have, the point is the mean of the middle two returns, inside a band
     that is the bootstrap interval of agent.stats (collapsed where the seeds agree); a step only one run has is left out."""
 
-    from agent import stats
+    from agent.plot import stats
 
     returns = {100: [10, 20, 30, 1000], 200: [0, 500, 0, 500], 300: [500, 500, 500, 500]}  # IQM: (20+30)/2, (0+500)/2, 500
     runs = [fake_run(tmp_path / f"seed{i}", {step: values[i] for step, values in returns.items()} | ({400: 9.0} if i == 3 else {}))

@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from agent.config import DQNConfig
-from agent.device import cpu_has_bfloat16, describe_precision, resolve_precision
-from agent.dqn import DQNAgent
-from agent.errors import UserError
+from agent.core.config import DQNConfig
+from agent.core.device import cpu_has_bfloat16, describe_precision, resolve_precision
+from agent.dqn.agent import DQNAgent
+from common.errors import UserError
 from replay import Batch
 
 AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n"
@@ -65,7 +65,7 @@ def test_bfloat16_computes_the_torso_in_bfloat16_and_keeps_weights_head_and_upda
 def test_the_saved_network_is_float32_with_the_trained_weights(tmp_path):
     """model.keras (portable_model) is a float32 twin: readers never compute in bfloat16, and its Q-values match
     the bfloat16 network's within bfloat16's rounding."""
-    from agent import run_dir as run_files
+    from agent.run import run_dir as run_files
 
     cfg = DQNConfig(env_id="ALE/Breakout-v5", network="nature_cnn", jit_compile=False, precision="bfloat16", batch_size=8)
     agent = DQNAgent((84, 84, 4), np.uint8, 4, cfg, seed=0)
@@ -104,7 +104,7 @@ def test_the_mlp_with_layer_norm_trains_in_bfloat16_under_xla_and_acts_in_float3
 
 
 def test_building_leaves_the_global_dtype_policy_as_it_was():
-    from agent.networks import build_q_network
+    from agent.dqn.networks import build_q_network
 
     keras.config.set_dtype_policy("float16")
     try:
@@ -120,7 +120,7 @@ def test_building_leaves_the_global_dtype_policy_as_it_was():
 
 def test_a_bfloat16_run_saves_float32_networks(tmp_path):
     """train() writes model.keras and best_model.keras through portable_model: float32 layers only."""
-    from agent.training import train
+    from agent.run.training import train
 
     cfg = DQNConfig(hidden_sizes=(16,), precision="bfloat16", jit_compile=False, total_steps=300, learning_starts=100, batch_size=16,
                     eval_every=150, eval_episodes=1, final_eval_episodes=1, checkpoint_every=0, log_every=150)
@@ -132,7 +132,7 @@ def test_a_bfloat16_run_saves_float32_networks(tmp_path):
 
 def test_resuming_in_another_precision_warns_and_goes_on(tmp_path, capsys):
     """precision=auto resolves per machine: a checkpoint trained in bfloat16, resumed where auto means float32."""
-    from agent.run_state import RunPart
+    from agent.run.run_state import RunPart
 
     cfg = DQNConfig(precision="auto")
     RunPart(cfg, {"obs_shape": [4]}, "bfloat16").save_state(tmp_path)

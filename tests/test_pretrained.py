@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import play
-from agent.pretrained import HERE, available, pretrained_dir
+from agent.export.pretrained import HERE, available, pretrained_dir
 
 
 def test_cartpole_ships_as_a_small_run_directory():
@@ -25,10 +25,10 @@ def test_cartpole_ships_as_a_small_run_directory():
 def test_pretrained_cartpole_plays_500_on_ten_greedy_episodes():
     import numpy as np
 
-    from agent.episodes import EpisodeRunner
-    from agent.networks import NumpyPolicy
-    from agent.policies import QPolicy
-    from agent.run_dir import load_config, load_model
+    from agent.rollout.episodes import EpisodeRunner
+    from agent.dqn.networks import NumpyPolicy
+    from agent.dqn.policies import QPolicy
+    from agent.run.run_dir import load_config, load_model
     from envs import make_env
 
     path = pretrained_dir("cartpole")

@@ -8,12 +8,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agent.config import DQNConfig
-from agent.demos import DemoRecorder
-from agent.errors import UserError
-from agent.presets import resolve_config
-from agent.run_state import StateDictPart
-from agent.training import make_replay, seed_replay_with_demos, train
+from agent.core.config import DQNConfig
+from classic.demos import DemoRecorder
+from common.errors import UserError
+from agent.core.presets import resolve_config
+from agent.run.run_state import StateDictPart
+from agent.run.training import make_replay, seed_replay_with_demos, train
 from replay import FrameReplayBuffer, ReplayBuffer, ReplayMemoryError
 from replay.base import Priorities, SumTree, importance_weights
 
@@ -377,7 +377,7 @@ def test_config_refuses_priority_settings_out_of_range(field, value):
 def make_agent(**changes):
     import keras
 
-    from agent.dqn import DQNAgent
+    from agent.dqn.agent import DQNAgent
 
     keras.utils.set_random_seed(0)
     return DQNAgent((4,), np.float32, 3, DQNConfig(hidden_sizes=(16, 16), **changes), seed=0)

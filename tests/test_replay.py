@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agent.config import DQNConfig
+from agent.core.config import DQNConfig
 from replay import Batch, ReplayBuffer, ReplayMemoryError
 
 
@@ -83,8 +83,8 @@ class StepLog(gym.Wrapper):
 def test_the_training_loop_stores_what_the_env_gave(tmp_path, monkeypatch, chapter_rules):
     """agent.training.train itself, on CartPole cut at 5 steps: each stored row is the env's own step; a time-limit end keeps
     its real final observation and bootstraps (terminated 0), unless the chapter's rules (-10, done as terminal) are on."""
-    import agent.training as training
-    from agent.presets import resolve_config
+    import agent.run.training as training
+    from agent.core.presets import resolve_config
 
     log, buffers = [], []
     real_make_env, real_make_replay = training.make_env, training.make_replay
@@ -130,7 +130,7 @@ def test_the_training_loop_stores_what_the_env_gave(tmp_path, monkeypatch, chapt
 
 
 def test_terminated_episode_stops_bootstrap():
-    from agent.training import replay_targets
+    from agent.run.training import replay_targets
 
     env = gym.make("CartPole-v1")
     env.reset(seed=0)
@@ -142,7 +142,7 @@ def test_terminated_episode_stops_bootstrap():
 
 
 def test_chapter_rules_are_opt_in():
-    from agent.training import replay_targets
+    from agent.run.training import replay_targets
 
     chapter = DQNConfig(terminal_reward=-10.0, truncation_as_terminal=True)
     assert replay_targets(1.0, False, True, chapter) == (-10.0, True)

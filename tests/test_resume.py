@@ -18,12 +18,12 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 import train as train_cli
-from agent import state_files
-from agent.checkpoints import MANIFEST as MANIFEST_NAME, CheckpointError, CheckpointStore, list_checkpoints, verify
-from agent.errors import UserError
-from agent.presets import resolve_config
-from agent.run_state import LoopState, StateDictPart, checkpoint_parts
-from agent.training import build_agent, make_replay, train
+from agent.core import state_files
+from agent.run.checkpoints import MANIFEST as MANIFEST_NAME, CheckpointError, CheckpointStore, list_checkpoints, verify
+from common.errors import UserError
+from agent.core.presets import resolve_config
+from agent.run.run_state import LoopState, StateDictPart, checkpoint_parts
+from agent.run.training import build_agent, make_replay, train
 from envs import make_env, obs_signature
 from envs import snapshot as env_snapshot
 from replay import FrameReplayBuffer, ReplayBuffer
@@ -481,7 +481,7 @@ def test_sigkill_sigint_sigterm_then_finish(tmp_path):
 def test_manifest_records_library_versions_and_a_resume_on_others_warns(damaged_run):
     """Each manifest names the versions of TensorFlow, Keras, gymnasium, ale-py and numpy; a resume under
     other versions still runs, with one warning line naming the difference (old manifests have none: no warning)."""
-    from agent.checkpoints import library_versions
+    from agent.run.checkpoints import library_versions
 
     run, ckpt = damaged_run
     manifest = json.loads((ckpt / "manifest.json").read_text())

@@ -1,6 +1,6 @@
 import pytest
 
-from agent.schedules import chapter_episode_epsilon, linear, n_steps_schedule
+from agent.core.schedules import chapter_episode_epsilon, linear, n_steps_schedule
 
 
 def test_linear_end_points_and_clamping():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from agent.presets import resolve_config
-from agent.training import train
+from agent.core.presets import resolve_config
+from agent.run.training import train
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent import stats
+from agent.plot import stats
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent import run_dir as run_files
-from agent import stats, sweep
+from agent.run import run_dir as run_files
+from agent.plot import stats
+from agent.sweep import sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install '.[cluster]')")

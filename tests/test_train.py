@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 import train as train_cli
-from agent import run_dir as run_files
-from agent.presets import resolve_config
-from agent.training import Trainer, TrainingInterrupted, build_agent, train
+from agent.run import run_dir as run_files
+from agent.core.presets import resolve_config
+from agent.run.training import Trainer, TrainingInterrupted, build_agent, train
 from envs import make_env
 
 TINY = dict(total_steps=1_500, learning_starts=500, train_freq=50, gradient_steps=50, eval_every=0,
@@ -57,7 +57,7 @@ def test_saved_model_gives_identical_actions(tiny_run):
 def test_checkpoint_restores_the_networks(tiny_run):
     import tensorflow as tf
 
-    from agent.checkpoints import latest_checkpoint, list_checkpoints
+    from agent.run.checkpoints import latest_checkpoint, list_checkpoints
 
     cfg, path, _ = tiny_run
     env = make_env(cfg.env_id, seed=0)
@@ -215,7 +215,7 @@ def test_best_model_is_the_best_evaluation(tmp_path):
     env = make_env(cfg.env_id, seed=0)
     agent = build_agent(cfg, env)
     agent.set_online_weights(model.get_weights())
-    from agent.evaluation import evaluate
+    from agent.rollout.evaluation import evaluate
 
     eval_env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval")
     assert evaluate(agent, eval_env, cfg.eval_episodes, seed=cfg.seed + 20_000)["mean"] == best["mean"]
@@ -313,7 +313,7 @@ def test_record_every_saves_the_evaluation_episode_as_a_video(tmp_path):
     """`--record-every 500`: videos/step-000000500.mp4 and step-000001000.mp4, each one greedy episode from seed
     seed + 30,000; the last one shows the final network, so play.py replays the same episode from that seed."""
     import play
-    from agent.recording import PANEL_WIDTH
+    from agent.rollout.recording import PANEL_WIDTH
     from videos import read_video
 
     run = tmp_path / "run"
@@ -335,7 +335,7 @@ def test_record_every_saves_the_evaluation_episode_as_a_video(tmp_path):
 
 def test_n_step_returns_anneal_over_the_env_steps(tmp_path, monkeypatch):
     """Each learner call samples with the n the schedule gives at its env step (n_steps -> n_steps_end)."""
-    from agent.learner import Learner
+    from agent.run.learner import Learner
 
     seen: list[tuple[int, int]] = []
     call = Learner.call

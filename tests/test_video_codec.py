@@ -17,8 +17,8 @@ import imageio_ffmpeg  # a dependency (pyproject.toml): without it these tests f
 import numpy as np
 import pytest
 
-from agent.errors import UserError
-from agent.video import VideoRecorder
+from common.errors import UserError
+from agent.rollout.video import VideoRecorder
 from videos import read_video
 
 WIDTH, HEIGHT = 161, 99  # odd on purpose: yuv420p needs even sizes, so the recorder pads to 162x100

@@ -94,8 +94,8 @@ def crashed(returncode: int) -> str:
 @pytest.fixture(scope="module")
 def cartpole_run(tmp_path_factory) -> Path:
     """A CartPole run trained in-process for a few thousand env steps."""
-    from agent.presets import resolve_config
-    from agent.training import train
+    from agent.core.presets import resolve_config
+    from agent.run.training import train
 
     path = tmp_path_factory.mktemp("cartpole")
     cfg = resolve_config(env_id="CartPole-v1", overrides={"total_steps": 3000, "eval_every": 0, "eval_episodes": 1, "final_eval_episodes": 1, "checkpoint_every": 0})
@@ -106,8 +106,8 @@ def cartpole_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def breakout_run(tmp_path_factory) -> Path:
     """A tiny Breakout run on the real ROM (a Nature CNN that has seen 300 env steps)."""
-    from agent.presets import resolve_config
-    from agent.training import train
+    from agent.core.presets import resolve_config
+    from agent.run.training import train
 
     path = tmp_path_factory.mktemp("breakout")
     cfg = resolve_config(env_id="Breakout", overrides={
@@ -155,7 +155,7 @@ def test_keys_pause_step_screenshot_and_quit_on_a_real_window(display, cartpole_
 
     import pygame
 
-    from agent import hud
+    from agent.rollout import hud
 
     image = pygame.surfarray.array3d(pygame.image.load(str(shots[-1][2]))).transpose(1, 0, 2)  # (H, W, RGB)
     assert image.shape == (400, 600 + hud.PANEL_WIDTH, 3)  # the CartPole frame and the HUD panel beside it

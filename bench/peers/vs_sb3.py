@@ -40,7 +40,7 @@ import click
 BENCH = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BENCH.parent))
 
-from agent.device import describe_cpu  # noqa: E402  (light: no TensorFlow)
+from agent.core.device import describe_cpu  # noqa: E402  (light: no TensorFlow)
 # Our config fields set to rl-baselines3-zoo's CartPole-v1 entry (what decides the cost per env step)
 ZOO_CARTPOLE = {"hidden_sizes": "[256,256]", "layer_norm": "false", "dueling": "false", "batch_size": "64", "train_freq": "256",
                 "gradient_steps": "128", "target_update_period": "10", "double_dqn": "false", "n_steps": "1",

@@ -1,0 +1,3 @@
+from agent.export.convert import main
+
+main()

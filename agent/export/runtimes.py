@@ -1,0 +1,185 @@
+"""Exported Q-networks: the metadata file beside each, and running a .tflite or .onnx one without TensorFlow.
+
+`python -m agent.export` (agent/export.py) writes a model and, beside it,
+`<model>.json`: what the model eats and what it gives back, so that whoever
+runs it (play.py, a C++ program, a phone app) knows what to feed it:
+
+    env_id, pixels, pixel_view,  the env to build with envs.make_env (play.py does)
+    action_repeat
+    input                        {"shape": [null, ...], "dtype": "float32" | "uint8"}, batch first
+    output                       {"shape": [null, num_actions], "dtype": "float32"}: one Q-value per action
+    action_meanings              the name of each action, in order
+    preprocessing                a sentence on what an observation is
+
+This module imports no TensorFlow: play.py plays a .tflite file through the
+LiteRT interpreter (the `ai-edge-litert` package) and a .onnx file through
+ONNX Runtime, both optional (`pip install '.[export]'`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import UserError
+from common.files import atomic_write_bytes
+
+METADATA_VERSION = 1
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}  # the formats a file suffix names; a SavedModel is a directory
+
+
+def install_hint(*packages: str) -> str:
+    """How to install what is missing: the packages themselves, or the whole export extra from a checkout."""
+    return f"pip install {' '.join(packages)} (or pip install '.[export]' in a checkout)"
+
+RUNTIMES = {"tflite": ("ai_edge_litert", "ai-edge-litert"), "onnx": ("onnxruntime", "onnxruntime")}  # format -> (module, package)
+
+
+def metadata_path(model_path: str | Path) -> Path:
+    """`model.tflite` -> `model.tflite.json` (a SavedModel directory `dir` -> `dir.json`)."""
+    path = Path(model_path)
+    return path.with_name(path.name + ".json")
+
+
+def file_format(path: str | Path) -> str | None:
+    """"tflite" or "onnx" for a path with that suffix, else None."""
+    suffix = Path(path).suffix.lower()
+    return next((fmt for fmt, s in SUFFIXES.items() if s == suffix), None)
+
+
+def write_metadata(model_path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write `<model>.json` atomically; returns its path."""
+    path = metadata_path(model_path)
+    atomic_write_bytes(path, (json.dumps({"format_version": METADATA_VERSION, **meta}, indent=2) + "\n").encode("utf-8"))
+    return path
+
+
+def read_metadata(model_path: str | Path) -> dict[str, Any]:
+    """Read and check `<model>.json`.
+
+    Raises:
+        UserError: if the model or its metadata is missing, unreadable or from a newer version.
+    """
+    model_path = Path(model_path)
+    if not model_path.exists():
+        raise UserError(f"{str(model_path)!r} does not exist")
+    path = metadata_path(model_path)
+    if not path.is_file():
+        raise UserError(f"{str(model_path)!r} has no {path.name} beside it (what it eats and which env it plays); "
+                        "export it again with python -m agent.export RUN --format ...")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{str(path)!r} is not valid JSON; export the model again") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{str(path)!r} is not an export's metadata; export the model again")
+    if meta.get("format_version", 0) > METADATA_VERSION:
+        raise UserError(f"{str(path)!r} was written by a newer version (format {meta['format_version']}); update this tool")
+    missing = [key for key in ("env_id", "input", "num_actions") if key not in meta]
+    if missing:
+        raise UserError(f"{str(path)!r} lacks {', '.join(missing)}; export the model again")
+    return meta
+
+
+def check_against_env(meta: dict[str, Any], env, model_path: str | Path) -> None:
+    """Refuse a model whose input or action count differs from the env built from its metadata."""
+    obs_shape, obs_dtype, n = tuple(env.observation_space.shape), np.dtype(env.observation_space.dtype), int(env.action_space.n)
+    shape, dtype = tuple(meta["input"]["shape"][1:]), np.dtype(meta["input"]["dtype"])
+    if shape != obs_shape or dtype != obs_dtype or int(meta["num_actions"]) != n:
+        raise UserError(f"{str(model_path)!r} takes {dtype} {shape} and gives {meta['num_actions']} Q-values, but {meta['env_id']} gives "
+                        f"{obs_dtype} {obs_shape} and has {n} actions; its metadata file does not belong to it")
+
+
+def runtime_missing(fmt: str) -> str | None:
+    """The one-line reason a format's runtime cannot be imported, or None if it can."""
+    module, package = RUNTIMES[fmt]
+    if module_available(module):
+        return None
+    return f"running a .{fmt} model needs {package}, which is not installed: {install_hint(package)}"
+
+
+def module_available(name: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def load_q_fn(model_path: str | Path, fmt: str | None = None):
+    """A `q_fn` (obs batch -> Q-values, numpy in and out) running an exported model in its own runtime.
+
+    Args:
+        model_path: a `.tflite` file (the LiteRT interpreter) or a `.onnx` file (ONNX Runtime).
+        fmt: "tflite" or "onnx"; None: from the suffix.
+
+    Raises:
+        UserError: for an unknown suffix, a missing runtime or a file the runtime cannot read.
+    """
+    fmt = fmt or file_format(model_path)
+    if fmt not in RUNTIMES:
+        raise UserError(f"{str(model_path)!r} is neither a .tflite nor a .onnx file")
+    reason = runtime_missing(fmt)
+    if reason:
+        raise UserError(reason)
+    return (_tflite_q_fn if fmt == "tflite" else _onnx_q_fn)(Path(model_path))
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """LiteRT's C++ logger announces its XNNPACK delegate on fd 2 ("INFO: Created ..."); errors still raise."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _tflite_q_fn(path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_path=str(path))
+    except (ValueError, RuntimeError) as e:
+        raise UserError(f"{str(path)!r} is not a readable TFLite model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    allocated = [None]  # the batch size the tensors are allocated for
+
+    def q_fn(obs_batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(obs_batch, dtype=inp["dtype"])
+        if allocated[0] != len(x):  # the input's batch dimension is dynamic (-1); size it to this batch
+            interpreter.resize_tensor_input(inp["index"], x.shape)
+            with quiet_stderr():
+                interpreter.allocate_tensors()
+            allocated[0] = len(x)
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"]).copy()
+
+    return q_fn
+
+
+def _onnx_q_fn(path: Path):
+    import onnxruntime
+
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail, ...)
+        raise UserError(f"{str(path)!r} is not a readable ONNX model ({type(e).__name__})") from None
+    inp = session.get_inputs()[0]
+    dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32
+
+    def q_fn(obs_batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {inp.name: np.ascontiguousarray(obs_batch, dtype=dtype)})[0]
+
+    return q_fn

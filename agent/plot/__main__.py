@@ -1,0 +1,3 @@
+from agent.plot.curves import main
+
+main()

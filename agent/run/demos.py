@@ -1,0 +1,79 @@
+"""Demos for a run: a demos file checked against the run's env, and the transitions training makes of it.
+
+The file format (reading, writing, checking against its env) is `classic/demos.py`'s; training
+puts the transitions into the replay before the first env step (`--demos`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from agent.core.config import DQNConfig
+from classic.demos import Demos, load_demos
+from classic.errors import ClassicError
+from common.errors import UserError
+
+
+def load_for_run(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> Demos:
+    """The run's `demos` file, checked against its env (same id, observation shape and dtype).
+
+    Raises:
+        UserError: an unreadable file, another env, or observations of another shape.
+    """
+    from envs import same_env
+
+    try:
+        demos = load_demos(cfg.demos)  # checked against the env it was recorded on
+    except ClassicError as e:
+        raise UserError(f"--demos: {e}") from None
+    if not same_env(demos.env_id, cfg.env_id):
+        raise UserError(f"--demos: {cfg.demos} was recorded on {demos.env_id}, this run is {cfg.env_id}")
+    if demos.obs.shape[1:] != tuple(obs_shape):
+        raise UserError(f"--demos: {cfg.demos} holds observations of shape {demos.obs.shape[1:]}, this run's are {tuple(obs_shape)}")
+    if demos.obs.dtype != np.dtype(obs_dtype):
+        raise UserError(f"--demos: {cfg.demos} holds {demos.obs.dtype} observations, this run's are {np.dtype(obs_dtype)}")
+    if cfg.pixels and demos.pixel_view is not None and demos.pixel_view != cfg.pixel_view:
+        raise UserError(f"--demos: {cfg.demos} was recorded with pixel_view={demos.pixel_view!r}, this run's is "
+                        f"{cfg.pixel_view!r}; train with --set pixel_view={demos.pixel_view} or record again")
+    if demos.action_repeat != cfg.action_repeat:
+        raise UserError(f"--demos: {cfg.demos} was recorded with action_repeat={demos.action_repeat}, this run's is "
+                        f"{cfg.action_repeat}; train with --set action_repeat={demos.action_repeat} or record again")
+    return demos
+
+
+def training_transitions(demos: Demos, cfg: DQNConfig) -> Iterator[tuple[np.ndarray, int, float, np.ndarray, bool]]:
+    """(obs, action, reward, next_obs, terminal) of each step as the training env would have given it.
+
+    Demos are recorded on the full game, so for Atari the rewards are clipped
+    (`envs.atari.ClipReward`) and a lost life ends the episode
+    (`envs.atari.EpisodicLife`), from the `lives` the file keeps. The last step
+    of a cut (truncated) episode is skipped: the file does not keep the
+    observation after it, which its target would bootstrap from.
+
+    Raises:
+        UserError: Atari demos without `lives` (recorded before they were kept).
+    """
+    from envs import is_atari
+
+    obs, actions, rewards, terminated, truncated = demos.obs, demos.actions, demos.rewards, demos.terminated, demos.truncated
+    life_lost = np.zeros(len(actions), dtype=bool)
+    if is_atari(cfg.env_id):
+        if demos.lives is None:
+            raise UserError(f"--demos: {cfg.demos} has no `lives` array, which Atari demos need for the training "
+                            "episodes' life-loss ends; record it again with play.py --save-demos")
+        from envs.atari import clip_reward
+
+        rewards = clip_reward(rewards)
+        episode_goes_on = ~(terminated | truncated)
+        life_lost[1:] = episode_goes_on[:-1] & (demos.lives[1:] < demos.lives[:-1])
+    for t in range(len(actions)):
+        ends_here = terminated[t] or truncated[t] or t + 1 == len(actions)
+        if not ends_here:
+            next_obs = obs[t + 1]
+        elif terminated[t]:
+            next_obs = obs[t]  # never bootstrapped from; only its shape matters
+        else:
+            continue  # the observation after a cut is not in the file
+        yield obs[t], int(actions[t]), float(rewards[t]), next_obs, bool(terminated[t] or life_lost[t])

@@ -1,0 +1,3 @@
+from agent.sweep.sweep import main
+
+main()
