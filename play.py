@@ -46,7 +46,7 @@ from agent.export.pretrained import available
 @cli_errors()
 def main(**options) -> None:
     """Watch a trained DQN agent (RUN_DIR, or a .tflite/.onnx file from python -m agent.export), a random agent, or play yourself."""
-    import tfquiet
+    from common import tfquiet
 
     tfquiet.set_environment()  # before anything loads numpy
     from agent.export.runtimes import file_format

@@ -42,63 +42,58 @@ from common.errors import UserError, cli_errors, command
 @click.option("--no-save-replay", is_flag=True, help="Leave the replay memory out of checkpoints (a resume then learns from an empty buffer).")
 @cli_errors(interrupt_hint=lambda kw: (f"; continue from the last complete checkpoint with: {command('train')} --resume {where}"
                                         if (where := kw["resume_dir"] or kw["run_dir"]) else ""))
-def main(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, demos, pixels, no_progress,
-         resume_dir, minutes, checkpoint_every, keep, no_save_replay):
+def main(**given) -> None:
     """Train a Deep Q-Network and save the run directory."""
-    import tfquiet
+    from common import tfquiet
 
-    tfquiet.set_environment()  # TensorFlow itself loads in run(), once the options and the run directory are checked
-    if resume_dir is not None:
-        given = {"--env": env_id, "--preset": preset, "--config": config_file, "--set": overrides, "--seed": seed, "--run-dir": run_dir,
-                 "--force": force, "--eval-every": eval_every, "--eval-episodes": eval_episodes, "--record-every": record_every,
-                 "--init-from": init_from, "--demos": demos, "--pixels": pixels}
-        clash = [name for name, value in given.items() if value is not None and value is not False and value != ()]
-        if clash:
-            raise UserError(f"--resume continues the saved config; {', '.join(clash)} cannot be combined with it (only --steps, --minutes and --checkpoint-every can change)")
-    result = run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
-                 resume_dir=resume_dir, minutes=minutes, checkpoint_every=checkpoint_every, keep=keep, save_replay=not no_save_replay, demos=demos)
-    sys.exit(0 if result else 1)
+    tfquiet.set_environment()  # TensorFlow itself loads in train(), once the options and the run directory are checked
+    from agent.core.options import TrainOptions
+
+    no_progress, no_save_replay = given.pop("no_progress"), given.pop("no_save_replay")
+    options = TrainOptions(**given, progress=not no_progress, save_replay=not no_save_replay)
+    options.check()
+    sys.exit(0 if run(options) else 1)
 
 
-def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eval_every, eval_episodes, record_every, init_from, pixels, no_progress,
-        *, resume_dir=None, minutes=None, checkpoint_every=None, keep=3, save_replay=True, demos=None):
-    import shutil
-    import time
+def run(options) -> bool:
+    """Resolve the config, prepare the run directory, train, report. False: training stopped on its own (a non-finite loss)."""
+    cfg = resolve(options)
+    directory = prepare(cfg, options)
+    result = train(cfg, directory, options)
+    if result is None:
+        return False
+    report(cfg, result, directory)
+    return True
+
+
+def resolve(options):
+    """The run's config, checked against its env (and its demos and torso files) before anything is written.
+
+    Raises:
+        UserError: a bad option, preset, field, env, demos file or torso file, or a run that another process holds.
+    """
     from pathlib import Path
 
     from agent.core import config as config_lib
-    from agent.core.presets import preset_name_for_env, resolve_config
+    from agent.core.presets import resolve_config
     from envs import EnvError, make_env
 
-    if keep < 1:
-        raise UserError(f"--keep must be >= 1 (the newest checkpoint is always kept), got {keep}")
-    resuming = resume_dir is not None
-    if resuming:
-        from agent.run import run_dir as run_files
+    if options.resuming:
+        from agent.run.run_dir import RunDirectory
 
-        cfg = run_files.load_config(resume_dir)  # validated field by field
-        run_files.check_not_in_use(resume_dir)  # refused in a second, before TensorFlow loads (the lock is taken later)
-        changes = {k: v for k, v in (("total_steps", steps), ("train_minutes", minutes), ("checkpoint_every", checkpoint_every)) if v is not None}
-        cfg = config_lib.from_dict(changes, base=cfg, source="--resume")
+        directory = RunDirectory(options.resume_dir)
+        cfg = directory.load_config()  # validated field by field
+        directory.check_not_in_use()  # refused in a second, before TensorFlow loads (the lock is taken later)
+        cfg = config_lib.from_dict(options.config_values(), base=cfg, source="--resume")
     else:
-        values = config_lib.parse_overrides(overrides)
-        for key, value in (("seed", seed), ("total_steps", steps), ("eval_every", eval_every), ("eval_episodes", eval_episodes), ("record_every", record_every),
-                           ("init_from", init_from), ("demos", demos), ("train_minutes", minutes), ("checkpoint_every", checkpoint_every)):
-            if value is not None:
-                values[key] = value
-        if env_id is None and preset is None and config_file is None:
-            env_id = "CartPole-v1"
-        if pixels:
-            values["pixels"] = True
-            if preset is None and config_file is None and env_id == "CartPole-v1":
-                preset = "cartpole-pixels"
-        cfg = resolve_config(env_id=env_id, preset=preset, config_file=config_file, overrides=values)
+        env_id, preset = options.preset_to_use()
+        cfg = resolve_config(env_id=env_id, preset=preset, config_file=options.config_file, overrides=options.config_values())
     try:  # fail on a bad env before creating anything on disk
         probe = make_env(cfg.env_id, seed=cfg.seed, mode="train", **config_lib.env_options(cfg))
     except EnvError as e:
         raise UserError(str(e)) from None
     try:
-        if cfg.demos and not resuming:  # and on a demos file that does not fit this env
+        if cfg.demos and not options.resuming:  # and on a demos file that does not fit this env
             from agent.run.demos import load_for_run
             from envs import obs_signature
 
@@ -106,57 +101,66 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
             load_for_run(cfg, obs_shape, obs_dtype)
     finally:
         probe.close()
-
-    if cfg.init_from and not resuming and not Path(cfg.init_from).is_file():
+    if cfg.init_from and not options.resuming and not Path(cfg.init_from).is_file():
         raise UserError(f"--init-from {cfg.init_from!r}: no such file; make one with `python -m classic pretrain DEMOS.npz --out torso.keras` (--layer-norm: cartpole preset)")
+    return cfg
 
-    from agent.run import run_dir as run_files
 
-    replaced = None  # with --force: the old run, kept aside until the new one has a complete checkpoint
-    if resuming:
-        path = Path(resume_dir)
-    else:
-        if run_dir is None:
-            run_dir = Path("runs") / f"{preset_name_for_env(cfg.env_id)}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path, replaced = run_files.prepare_run_dir(run_dir, force=force)
+def prepare(cfg, options):
+    """The run directory: the resumed one, or a new one (`--force` keeps the old run aside until the new one has a checkpoint)."""
+    import time
+    from pathlib import Path
 
-    import tfquiet
+    from agent.core.presets import preset_name_for_env
+    from agent.run.run_dir import RunDirectory
+
+    if options.resuming:
+        return RunDirectory(options.resume_dir)
+    run_dir = options.run_dir or Path("runs") / f"{preset_name_for_env(cfg.env_id)}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return RunDirectory.create(run_dir, force=options.force)
+
+
+def train(cfg, directory, options):
+    """Load TensorFlow, announce the run and train it; None when training stopped on its own (said on stderr)."""
+    from common import tfquiet
 
     tfquiet.setup()  # TensorFlow, quietly (about 6 s here)
     from agent.api import DQN
-    from agent.run.training import TrainingInterrupted, TrainingStopped
-
-    verb = "resuming" if resuming else "training"
-    budget = f" or {cfg.train_minutes:g} minutes of training" if cfg.train_minutes is not None else ""
-    step_unit = "env step" if cfg.action_repeat == 1 else "agent step"  # what total_steps and the counts below count
-    repeat = "" if cfg.action_repeat == 1 else f" ({cfg.action_repeat} env steps each)"
-    click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} {step_unit}s{repeat}{budget} (seed {cfg.seed}) -> {path}")
     from agent.core.device import describe_device, describe_precision, resolve_precision, visible_gpus
+    from agent.run.loop import TrainingInterrupted, TrainingStopped
+    from replay import ReplayMemoryError
 
+    verb = "resuming" if options.resuming else "training"
+    budget = f" or {cfg.train_minutes:g} minutes of training" if cfg.train_minutes is not None else ""
+    repeat = "" if cfg.action_repeat == 1 else f" ({cfg.action_repeat} env steps each)"
+    click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} {_step_unit(cfg)}s{repeat}{budget} (seed {cfg.seed}) -> {directory}")
     click.echo(f"device: {describe_device()}")
     if cfg.precision != "float32":
         gpu = bool(visible_gpus())
         click.echo(f"precision: {describe_precision(cfg.precision, resolve_precision(cfg.precision, gpu=gpu), gpu)}")
-    from replay import ReplayMemoryError
-
     try:
-        with DQN.from_config(cfg, path, resume=resuming, keep=keep, save_replay=save_replay) as model:
-            result = model.learn(max(cfg.total_steps - model.num_env_steps, 0), progress=not no_progress).last_result
+        with DQN.from_config(cfg, directory.path, resume=options.resuming, keep=options.keep, save_replay=options.save_replay) as model:
+            return model.learn(max(cfg.total_steps - model.num_env_steps, 0), progress=options.progress).last_result
     except TrainingStopped as e:
         click.echo(f"error: {e}", err=True)
-        return False
+        return None
     except TrainingInterrupted as e:
         import signal
 
         click.echo(f"\n{e}", err=True)
         sys.exit(128 + e.signum if e.signum in (signal.SIGINT, signal.SIGTERM) else 130)
     except (UserError, ReplayMemoryError) as e:
-        if not resuming and replaced is None and all(p.name == run_files.LOCK_FILE for p in path.iterdir()):
-            shutil.rmtree(path)  # failed before writing anything: leave no empty run behind
+        if not options.resuming and directory.replaced is None:
+            directory.remove_if_unused()  # failed before writing anything: leave no empty run behind
         raise UserError(str(e)) from None
     finally:
-        run_files.settle_replaced(path, replaced)
+        directory.settle_replaced()
+
+
+def report(cfg, result, directory) -> None:
+    """The summary a user reads at the end: steps, time, the final evaluation, where the run is and how to watch it."""
     ev = result.final_eval
+    step_unit = _step_unit(cfg)
     steps_per_s = result.env_steps / max(result.train_seconds, 1e-9)
     click.echo("")
     click.echo(f"  env            {cfg.env_id}")
@@ -165,9 +169,13 @@ def run(env_id, preset, config_file, overrides, seed, steps, run_dir, force, eva
     click.echo(f"  final eval     mean {ev['mean']:.1f} +/- {ev['std']:.1f} over {len(ev['returns'])} episodes (epsilon {cfg.eval_epsilon})")
     if result.solved_at is not None:
         click.echo(f"  first solved   at {step_unit} {result.solved_at:,}")
-    click.echo(f"  run saved to   {path}")
-    click.echo(f"  watch it       {command('play')} {path}")
-    return True
+    click.echo(f"  run saved to   {directory}")
+    click.echo(f"  watch it       {command('play')} {directory}")
+
+
+def _step_unit(cfg) -> str:
+    """What total_steps and the counts count: agent steps when each action is repeated, env steps otherwise."""
+    return "env step" if cfg.action_repeat == 1 else "agent step"
 
 
 if __name__ == "__main__":

@@ -42,10 +42,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agent.run import run_dir as run_files
 from agent.core.config import DQNConfig, env_options
 from common.errors import UserError
-from agent.run.training import TrainingInterrupted, TrainResult, Trainer
+from agent.run.loop import TrainingInterrupted, TrainResult
+from agent.run.run_dir import RunDirectory
+from agent.run.trainer import Trainer
 from envs import EnvError, check_spaces, is_atari, make_env, obs_signature
 
 
@@ -109,7 +110,7 @@ class DQN:
         eval_env: for an env instance, the env evaluations play on (default:
             a deep copy of `env`).
         keep: complete checkpoints kept on disk.
-        **overrides: config fields (agent/config.py), e.g. `learning_rate=1e-4`.
+        **overrides: config fields (agent/core/config.py), e.g. `learning_rate=1e-4`.
 
     Raises:
         UserError: an unknown env, preset or field, an env a DQN cannot use, or
@@ -120,7 +121,7 @@ class DQN:
                  eval_env: gym.Env | None = None, keep: int = 3, **overrides: Any):
         cfg, train_env, eval_env = _config_and_envs(env, preset, {**overrides, "seed": seed}, eval_env)
         self._temporary = run_dir is None
-        path = Path(tempfile.mkdtemp(prefix="tfdqn-")) if run_dir is None else run_files.prepare_run_dir(run_dir)[0]
+        path = Path(tempfile.mkdtemp(prefix="tfdqn-")) if run_dir is None else RunDirectory.create(run_dir).path
         self._open(cfg, path, resume=False, env=train_env, eval_env=eval_env, keep=keep)
 
     @classmethod
@@ -257,13 +258,13 @@ class DQN:
     def evaluate(self, episodes: int = 10, epsilon: float | None = None, seed: int | None = None) -> dict:
         """Play `episodes` on the evaluation env (epsilon: the run's `eval_epsilon`); returns
         `{"mean", "std", "returns", ...}` with true game scores."""
-        from agent.rollout.evaluation import evaluate
+        from agent.rollout.evaluation import evaluate, evaluation_seed
 
         if not isinstance(episodes, numbers.Integral) or isinstance(episodes, bool) or episodes < 1:
             raise UserError(f"evaluate(episodes) needs a positive number of episodes, got {episodes!r}")
         cfg, run = self.config, self._run
         return evaluate(run.agent, run.eval_env, int(episodes), cfg.eval_epsilon if epsilon is None else epsilon,
-                        seed=cfg.seed + 20_000 if seed is None else seed)
+                        seed=evaluation_seed(cfg.seed) if seed is None else seed)
 
     # ----- saving and loading
 
@@ -281,7 +282,7 @@ class DQN:
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         tmp.chmod(0o755)  # mkdtemp makes it private; a run directory is as readable as train.py's
         try:
-            shutil.copytree(run.run_dir, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(run_files.LOCK_FILE, ".tmp-*"))
+            run.directory.copy_to(tmp)
             if target.exists():
                 target.rmdir()
             tmp.rename(target)
@@ -301,8 +302,8 @@ class DQN:
             UserError: not a run directory, no complete checkpoint, or a damaged one.
         """
         path = Path(directory)
-        cfg = run_files.load_config(path)
-        if not run_files.has_checkpoint(path):
+        cfg = RunDirectory(path).load_config()
+        if not RunDirectory(path).has_checkpoint():
             raise UserError(f"{str(path)!r} holds no checkpoint to load (a run saved by train.py or DQN.save has one); "
                             f"play its model with: python play.py {path}")
         if env is not None:

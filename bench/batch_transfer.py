@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import tfquiet  # noqa: E402
+from common import tfquiet  # noqa: E402
 
 tfquiet.set_environment()
 
@@ -67,7 +67,7 @@ def main(env_id, overrides, fill, repeats, as_json):
     from agent.core import config as config_lib
     from agent.core.device import describe_cpu
     from agent.core.presets import resolve_config
-    from agent.run.training import build_agent, make_replay
+    from agent.run.loop import build_agent, make_replay
     from envs import make_env, obs_signature
 
     cfg = resolve_config(env_id=env_id, overrides=config_lib.parse_overrides(overrides))

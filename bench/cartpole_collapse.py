@@ -68,7 +68,9 @@ def replay_terminals(run_dir: Path, size: int, recent: int) -> dict:
     Returns the terminal share over all rows and over the `recent` newest,
     and the share of terminals that were the cart leaving the track.
     """
-    folder = sorted((run_dir / "checkpoints").glob("step-*"))[-1] / "replay"
+    from agent.run.run_dir import RunDirectory
+
+    folder = RunDirectory(run_dir).newest_checkpoint_dir() / "replay"  # the replay part's own files (replay/base.py)
     terminated = np.load(folder / "terminated.npy").astype(bool)[:size]
     next_x = np.load(folder / "next_obs.npy")[:size, 0]
     cart = float((np.abs(next_x[terminated]) > X_LIMIT).mean()) if terminated.any() else None
@@ -86,22 +88,22 @@ def replay_terminals(run_dir: Path, size: int, recent: int) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
 @cli_errors()
 def main(seed, preset, every, overrides, run_dir, episodes, as_json):
-    import tfquiet
+    from common import tfquiet
 
     tfquiet.setup()
     from agent.core import config as config_lib
     from agent.core.presets import resolve_config
     from agent.dqn.policies import keras_q_fn
-    from agent.run.run_dir import load_config, load_model
-    from agent.run.training import train
+    from agent.run.run_dir import RunDirectory
+    from agent.run.trainer import train
     from envs import make_env
 
     if run_dir is not None:
-        run_cfg = load_config(run_dir)
+        run_cfg = RunDirectory(run_dir).load_config()
         if run_cfg.env_id != "CartPole-v1":
             raise click.UsageError(f"--run {run_dir} trained {run_cfg.env_id}; this bench looks at CartPole-v1 runs")
         env = make_env(run_cfg.env_id, seed=seed + 10_000, mode="eval", **config_lib.env_options(run_cfg))
-        look = greedy_episodes(keras_q_fn(load_model(run_dir)), env, episodes, seed + 20_000)
+        look = greedy_episodes(keras_q_fn(RunDirectory(run_dir).load_model()), env, episodes, seed + 20_000)
         e = look["ends"]
         click.echo(f"{run_dir}: greedy {look['mean']:.1f} over {episodes} episodes; ended by the pole {e['pole']}, the cart leaving "
                    f"the track {e['cart']}, the time limit {e['time']}; max Q {look['q_max']:.1f}, |gap| {look['gap']:.2f}")
@@ -122,7 +124,7 @@ def main(seed, preset, every, overrides, run_dir, episodes, as_json):
         run = Path(tmp)
         for stop in range(every, cfg.total_steps + 1, every):
             train(cfg.replace(total_steps=cfg.total_steps + 1), run, progress=False, resume=stop > every, keep=1, pause_at=stop)
-            look = greedy_episodes(keras_q_fn(load_model(run)), env, episodes, seed + 20_000)
+            look = greedy_episodes(keras_q_fn(RunDirectory(run).load_model()), env, episodes, seed + 20_000)
             mem = replay_terminals(run, stop, every)
             row = {"env_step": stop, **look, **mem}
             rows.append(row)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Saving and restoring the Atari frame replay with a checkpoint (its part in agent/run_state.py).
+"""Saving and restoring the Atari frame replay with a checkpoint (its part in agent/run/run_state.py).
 
 A Breakout-sized `FrameReplayBuffer` (84x84 frames) is filled with random
 frames, then timed through the same functions a checkpoint uses:

@@ -11,7 +11,7 @@ episodes: that is the *final* figure, what a user who watches the run sees.
 Training seconds exclude the evaluations, which are reported separately.
 Over the seeds, the first solve (an unsolved seed counting as the whole
 budget) and the final figure are summed up by their median and by their
-IQM with its 95% stratified bootstrap interval (agent.stats).
+IQM with its 95% stratified bootstrap interval (agent.plot.stats).
 
     python bench/solve.py --seeds 10 [--preset handbook] [--set key=value ...] [--json]
     python bench/solve.py --env Acrobot-v1 --seeds 3 --eval-every 5000
@@ -47,7 +47,7 @@ FINAL_EPISODES = 100
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
 @cli_errors()
 def main(seeds, first_seed, env_id, preset, threshold, eval_every, steps, overrides, as_json):
-    import tfquiet
+    from common import tfquiet
 
     tfquiet.setup()
     from agent.core import config as config_lib
@@ -55,7 +55,7 @@ def main(seeds, first_seed, env_id, preset, threshold, eval_every, steps, overri
     from agent.core.device import cpu_model
     from common.errors import UserError
     from agent.core.presets import preset_for_env, resolve_config
-    from agent.run.training import train
+    from agent.run.trainer import train
     from envs import reward_threshold
 
     base = resolve_config(env_id=env_id or (None if preset else "CartPole-v1"), preset=preset, overrides=config_lib.parse_overrides(overrides))
@@ -98,7 +98,7 @@ def main(seeds, first_seed, env_id, preset, threshold, eval_every, steps, overri
     median_seconds = statistics.median(r["train_seconds"] if r["solved"] else r["total_train_seconds"] for r in rows)
     finals = [r["final"] for r in rows]
     final_solved = sum(f >= threshold for f in finals)
-    # IQM (mean of the middle half of the seeds) and its 95% stratified bootstrap interval (agent.stats; Agarwal et al. 2021).
+    # IQM (mean of the middle half of the seeds) and its 95% stratified bootstrap interval (agent.plot.stats; Agarwal et al. 2021).
     iqm_steps = stats.summarize(first_solve_steps)
     iqm_final = stats.summarize(finals)
     click.echo(f"first solve: {sum(r['solved'] for r in rows)}/{len(rows)} seeds, median {median_steps:,.0f} env steps, "

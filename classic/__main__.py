@@ -21,7 +21,7 @@ user_errors = cli_errors()  # `error: ...` and exit 2, as train.py and play.py a
 def cli() -> None:
     """The handbook chapter's supervised models: linear regression, MNIST, a character RNN,
     a convolution worked by hand, MobileNetV2, and behaviour-cloning pretraining of a DQN torso."""
-    import tfquiet
+    from common import tfquiet
 
     tfquiet.setup()  # TensorFlow without its start-up chatter, before any command imports it
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from classic.errors import ClassicError
+from classic.errors import ClassicError, first_line
+from classic.npz import load_npz
 
 MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 NIETZSCHE_URL = "https://s3.amazonaws.com/text-datasets/nietzsche.txt"
@@ -91,32 +92,6 @@ def load_mnist_arrays(path: str | os.PathLike | None = None):
     if train_x.shape[1:] != test_x.shape[1:]:
         raise ClassicError(f"{path}: train images {train_x.shape[1:]} and test images {test_x.shape[1:]} differ in size")
     return (train_x, train_y), (test_x, test_y)
-
-
-def load_npz(path: str | os.PathLike, keys: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
-    """Every key of an `.npz` as plain arrays, refusing pickled objects (a file must not run code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ClassicError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise ClassicError(f"{path}: expected an .npz archive ({what}), got a single array")
-            missing = [k for k in keys if k not in f.files]
-            if missing:
-                raise ClassicError(f"{path}: not {what}: missing {', '.join(missing)} (has {', '.join(f.files) or 'nothing'})")
-            return {k: f[k] for k in f.files}
-    except ClassicError:
-        raise
-    except ValueError:  # numpy: "Object arrays cannot be loaded when allow_pickle=False" (never follow its advice)
-        raise ClassicError(f"{path}: cannot read {what}: it holds Python objects, which are never loaded (arrays must be numeric, saved without pickle)") from None
-    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError: a truncated or foreign file
-        raise ClassicError(f"{path}: cannot read {what}: {first_line(e)}") from None
-
-
-def first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
 
 
 # --- characters --------------------------------------------------------------------------------------

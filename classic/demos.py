@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from common.files import atomic_path
-from classic.data import first_line, load_npz
+from classic.errors import first_line
+from classic.npz import load_npz
 from classic.errors import ClassicError
 
 DEMO_KEYS = ("obs", "actions", "rewards", "terminated", "truncated", "env_id")

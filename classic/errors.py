@@ -12,3 +12,9 @@ class ClassicError(UserError, ValueError):
     it with the rest of the value errors; `classic.__main__` prints it as
     `error: ...` and exits with status 2.
     """
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): an error stays one line."""
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]

@@ -19,7 +19,7 @@ import numpy as np
 
 from classic.demos import Demos
 from classic.blocks import observation_input, torso_for
-from classic.data import first_line
+from classic.errors import first_line
 from classic.errors import ClassicError
 from classic.models import SparseCategoricalAccuracy
 

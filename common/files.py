@@ -4,16 +4,18 @@ Every file the app writes whole (models, demos, plots, run files, trimmed
 TensorBoard logs) goes through `atomic_path`: the writer fills a temporary
 file beside the target, which replaces the target only once it is complete
 and flushed. Readers see the old file or the new one, never a torn one.
-Checkpoints are directories and seal themselves (agent/checkpoints.py).
+Checkpoints are directories and seal themselves (agent/run/checkpoints.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -48,3 +50,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the whole new one."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 `text` to `path` so that readers see the old file or the whole new one."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """Write `data` as indented JSON to `path` so that readers see the old file or the whole new one."""
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")

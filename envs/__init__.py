@@ -14,11 +14,7 @@ import os
 import gymnasium as gym
 import numpy as np
 
-MODES = ("train", "eval", "play")
-
-
-class EnvError(ValueError):
-    """The env id is unknown or the env cannot be used by a DQN."""
+from envs.base import MODES, PIXEL_VIEWS, EnvError  # MODES and EnvError stay importable from envs
 
 
 def _known_ids() -> list[str]:
@@ -74,6 +70,8 @@ def make_env(
     """
     if mode not in MODES:
         raise EnvError(f"mode must be one of {MODES}, got {mode!r}")
+    if pixel_view not in PIXEL_VIEWS:
+        raise EnvError(f"pixel_view must be one of {', '.join(PIXEL_VIEWS)}, got {pixel_view!r}")
     if pixel_view != "full" and not (pixels and env_id == "CartPole-v1"):
         raise EnvError(f"pixel_view={pixel_view!r} is for CartPole-v1 with --pixels; use pixel_view=\"full\" here")
     if action_repeat < 1:

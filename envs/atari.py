@@ -9,9 +9,10 @@ Dopamine / Stable-Baselines3 in our own wrappers, innermost first:
     NoopReset         1..30 random no-op frames at the start of a game (seeded)
     MaxAndSkip        repeat each action 4 frames, max-pool the last two
     RecordEpisodeStatistics   true game score and length (unclipped, all lives)
-    EpisodicLife      train only: a lost life ends the episode, not the game
-    FireReset         press FIRE after a (pseudo-)reset in games that need it
-                      (eval/play: NOOP, FIRE after each lost life, as training's pseudo-reset)
+    EpisodicLife      train only: a lost life ends the episode, not the game;
+                      the next reset goes on with `after_life_lost` (NOOP, then FIRE)
+    FireReset         press FIRE after a reset in games that need it
+                      (eval/play: `after_life_lost` inside the step that lost a life)
     ResizeFrame       84x84 with cv2.INTER_AREA (ALE gives the grayscale screen)
     ClipReward        train only: reward -> sign(reward)
     FrameStack        the last 4 frames, uint8 (84, 84, 4), newest last
@@ -47,15 +48,14 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
-from envs import MODES, EnvError
+from envs.base import FRAME_SIZE, FRAME_STACK, MODES, EnvError
 
 gym.register_envs(ale_py)
 # ALE greets every new emulator with a banner on stderr; keep warnings and errors only.
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)
 
-FRAME_SIZE = 84  # Mnih et al. (2015): 84x84 gray frames
-FRAME_SKIP = 4  # Mnih et al. (2015): act every 4th frame
-FRAME_STACK = 4  # Mnih et al. (2015): the last 4 frames make a state
+NOOP = 0  # action 0 of every ALE game (NoopReset checks it)
+FRAME_SKIP = 4  # Mnih et al. (2015): act every 4th frame (FRAME_SIZE and FRAME_STACK: envs.base)
 NOOP_MAX = 30  # Mnih et al. (2015): up to 30 no-ops at the start of a game
 MAX_FRAMES = 108_000  # 30 minutes of play at 60 Hz (Machado et al. 2018)
 
@@ -118,7 +118,7 @@ class NoopReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
         obs, info = self.env.reset(seed=seed, options=options)
         # The base env's np_random is seeded by reset(seed=...), so the count is reproducible.
         for _ in range(int(self.unwrapped.np_random.integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0):
-            obs, _, terminated, truncated, info = self.env.step(0)
+            obs, _, terminated, truncated, info = self.env.step(NOOP)
             if terminated or truncated:
                 obs, info = self.env.reset()
         return obs, info
@@ -145,14 +145,48 @@ class MaxAndSkip(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return frame, total, terminated, truncated, info
 
 
+def fire_action(env: gym.Env) -> int | None:
+    """FIRE's index among the game's actions, or None for a game without FIRE."""
+    meanings = env.unwrapped.get_action_meanings()
+    return meanings.index("FIRE") if "FIRE" in meanings else None
+
+
+def after_life_lost(env: gym.Env, fire: int | None):
+    """What follows a lost life, in every mode: a NOOP step, then FIRE in games that wait for it (Breakout's ball).
+
+    The one place that says it. Training makes these presses the pseudo-reset that
+    starts the next episode (`EpisodicLife.reset`), evaluation and play make them
+    inside the agent step that lost the life (`FireReset.step`), so both send the
+    emulator the same actions and meet the same states. Each press is one step of
+    `env` (4 frames above `MaxAndSkip`); the presses stop when the game ends.
+
+    Returns:
+        The last press's (obs, reward, terminated, truncated, info), with the reward summed over the presses.
+    """
+    reward = 0.0
+    for press in (NOOP,) if fire is None else (NOOP, fire):
+        obs, more, terminated, truncated, info = env.step(press)
+        reward += float(more)
+        if terminated or truncated:
+            break
+    return obs, reward, terminated, truncated, info
+
+
 class EpisodicLife(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Training only: a lost life ends the episode (a terminal for the target), the game goes on (Mnih et al. 2015)."""
+    """Training only: a lost life ends the episode (a terminal for the target), the game goes on (Mnih et al. 2015).
+
+    The reset after a lost life is no real reset: the game goes on from where it
+    is with `after_life_lost` (NOOP, then FIRE in games that have it), and
+    `continued` tells `FireReset` above that FIRE was pressed already.
+    """
 
     def __init__(self, env: gym.Env) -> None:
         gym.utils.RecordConstructorArgs.__init__(self)
         gym.Wrapper.__init__(self, env)
         self.lives = 0
         self.game_over = True
+        self.fire = fire_action(env)
+        self.continued = False  # the last reset went on with the same game after a lost life
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
@@ -166,10 +200,11 @@ class EpisodicLife(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if self.game_over or seed is not None:
             obs, info = self.env.reset(seed=seed, options=options)
+            self.continued = False
         else:
-            # Only a life was lost: step on from where the game is (a no-op), no real reset.
-            obs, _, terminated, truncated, info = self.env.step(0)
-            if terminated or truncated:  # the game ended in that no-op (the frame cap, say): keep its record
+            obs, _, terminated, truncated, info = after_life_lost(self.env, self.fire)
+            self.continued = not (terminated or truncated)
+            if not self.continued:  # the game ended in those presses (the frame cap, say): keep its record
                 ended = info.get("episode")
                 obs, info = self.env.reset()
                 if ended is not None:
@@ -180,15 +215,16 @@ class EpisodicLife(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
 
 class FireReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Press FIRE after a (pseudo-)reset, and with `after_life_loss` NOOP, FIRE after each lost life.
+    """Press FIRE after a reset, and with `after_life_loss` make the presses of `after_life_lost` after each lost life.
 
-    Games like Breakout wait for FIRE to launch the ball. In training a lost
-    life ends the episode (`EpisodicLife`), so the reset presses it. In
-    evaluation and play the game goes on through a lost life; without the
-    press there a greedy agent that never chose FIRE would stand still until
-    the frame cap.
+    Games like Breakout wait for FIRE to launch the ball. A new game gets it
+    here. After a lost life `after_life_lost` presses it: in training the
+    pseudo-reset of `EpisodicLife` below does (a lost life ends the episode), in
+    evaluation and play (`after_life_loss=True`) this wrapper does inside the
+    agent step that lost the life; without it there a greedy agent that never
+    chose FIRE would stand still until the frame cap.
 
-    A game that ends inside a reset (during the FIRE step or the no-op of a
+    A game that ends inside a reset (during the FIRE step or the presses of a
     pseudo-reset below) is not lost: its `"episode"` record comes back in the
     reset's info.
     """
@@ -196,34 +232,32 @@ class FireReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env, after_life_loss: bool = False) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, after_life_loss=after_life_loss)
         gym.Wrapper.__init__(self, env)
-        self.fire = env.unwrapped.get_action_meanings().index("FIRE")
+        fire = fire_action(env)
+        if fire is None:
+            raise EnvError(f"{env.spec.id if env.spec else env}: the game has no FIRE action")
+        self.fire = fire
         self.after_life_loss = after_life_loss
         self.lives = 0
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        _, info = self.env.reset(seed=seed, options=options)
-        ended = info.get("episode")
-        obs, _, terminated, truncated, info = self.env.step(self.fire)
-        if terminated or truncated:
-            ended = info.get("episode", ended)
-            obs, info = self.env.reset()
-        if ended is not None:
-            info = {**info, "episode": ended}
+        obs, info = self.env.reset(seed=seed, options=options)
+        if not (isinstance(self.env, EpisodicLife) and self.env.continued):  # else after_life_lost pressed FIRE already
+            ended = info.get("episode")
+            obs, _, terminated, truncated, info = self.env.step(self.fire)
+            if terminated or truncated:
+                ended = info.get("episode", ended)
+                obs, info = self.env.reset()
+            if ended is not None:
+                info = {**info, "episode": ended}
         self.lives = self.unwrapped.ale.lives()
         return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         if self.after_life_loss and not (terminated or truncated):
-            lives = self.unwrapped.ale.lives()
-            if lives < self.lives:
-                # The same agent step goes on with the presses of a training pseudo-reset
-                # (EpisodicLife's no-op, then FIRE), so evaluation meets the states training saw.
-                for press in (0, self.fire):
-                    obs, more, terminated, truncated, info = self.env.step(press)
-                    reward = float(reward) + float(more)
-                    if terminated or truncated:
-                        break
+            if self.unwrapped.ale.lives() < self.lives:  # the same agent step goes on as training's pseudo-reset does
+                obs, more, terminated, truncated, info = after_life_lost(self.env, self.fire)
+                reward = float(reward) + more
             self.lives = self.unwrapped.ale.lives()
         return obs, reward, terminated, truncated, info
 
@@ -341,7 +375,7 @@ def make_atari_env(
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if training:
         env = EpisodicLife(env)
-    if "FIRE" in env.unwrapped.get_action_meanings():
+    if fire_action(env) is not None:
         env = FireReset(env, after_life_loss=not training)
     env = ResizeFrame(env)
     if training:

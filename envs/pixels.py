@@ -13,7 +13,8 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
-from envs.atari import FRAME_SIZE, FRAME_STACK, FrameStack, ResizeFrame
+from envs.atari import FrameStack, ResizeFrame
+from envs.base import FRAME_SIZE, FRAME_STACK, PIXEL_VIEWS
 
 
 class GrayRender(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
@@ -97,7 +98,9 @@ class CartTrackWindow(CartWindow):
         return np.concatenate([super().observation(frame), strip], axis=0)
 
 
-VIEWS = {"full": None, "cart": CartWindow, "cart_track": CartTrackWindow}  # pixel_view -> the wrapper that crops the gray frame
+# Each name of envs.base.PIXEL_VIEWS (the one list, which make_env and the config check) -> the wrapper that crops
+# the gray frame; tests/test_pixels.py checks that the two agree.
+VIEWS = {"full": None, "cart": CartWindow, "cart_track": CartTrackWindow}
 
 
 def wrap_pixels(env: gym.Env, frame_stack: int = FRAME_STACK, view: str = "full") -> gym.Env:
@@ -108,8 +111,8 @@ def wrap_pixels(env: gym.Env, frame_stack: int = FRAME_STACK, view: str = "full"
     """
     if env.render_mode != "rgb_array":
         raise ValueError(f"pixel observations need render_mode='rgb_array', got {env.render_mode!r}")
-    if view not in VIEWS:
-        raise ValueError(f"view must be one of {sorted(VIEWS)}, got {view!r}")
+    if view not in PIXEL_VIEWS:
+        raise ValueError(f"view must be one of {list(PIXEL_VIEWS)}, got {view!r}")
     env = GrayRender(env)
     if VIEWS[view] is not None:
         env = VIEWS[view](env)

@@ -16,8 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-FRAME_SIZE = 84
-FRAME_STACK = 4
+from envs.base import FRAME_SIZE, FRAME_STACK
 
 
 class AtariFramePreprocessor:

@@ -347,7 +347,7 @@ class Priorities:
 
     def defer_update(self) -> None:
         """The next `update` belongs to the draw just made, though slots will be added and removed before it comes
-        (an overlapped learner call, agent/learner.py): it then lands as it would have right after the draw.
+        (an overlapped learner call, agent/run/learner.py): it then lands as it would have right after the draw.
 
         So the slots written in between are logged; `update` leaves their TD errors out (a removed or
         overwritten slot no longer holds the transition that was learned from) and gives the ones that are

@@ -9,6 +9,6 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import tfquiet  # noqa: E402
+from common import tfquiet  # noqa: E402
 
 tfquiet.setup()

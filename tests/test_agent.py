@@ -258,19 +258,19 @@ def test_dueling_head_survives_save_and_load(tmp_path):
     """A dueling network saved as a run saves it loads with keras.models.load_model (safe mode) and computes the same Q = V + A - mean(A)."""
     import keras
 
-    from agent.run import run_dir as run_files
+    from agent.run.run_dir import RunDirectory
     from agent.dqn.networks import DuelingHead
 
     agent = make_agent(dueling=True, jit_compile=False)
     agent.update(random_batch(np.random.default_rng(12)))
-    run_files.save_model(tmp_path, agent.online)
+    RunDirectory(tmp_path).save_model(agent.online)
     loaded = keras.models.load_model(tmp_path / "model.keras", compile=False, safe_mode=True)
     head = loaded.get_layer("q")
     assert isinstance(head, DuelingHead) and head.num_actions == 3
     obs = np.random.default_rng(13).normal(size=(64, 4)).astype(np.float32)
     expected = agent.online(obs).numpy()
     np.testing.assert_array_equal(loaded(obs).numpy(), expected)
-    np.testing.assert_array_equal(run_files.load_model(tmp_path)(obs).numpy(), expected)
+    np.testing.assert_array_equal(RunDirectory(tmp_path).load_model()(obs).numpy(), expected)
     # The head's own structure, from its loaded weights: Q = V + A - mean_a A.
     features = keras.Model(loaded.input, head.input)(obs).numpy().astype(np.float64)
     (vk, vb), (ak, ab) = head.value.get_weights(), head.advantage.get_weights()

@@ -106,18 +106,20 @@ def test_evaluation_relaunches_the_ball_after_a_lost_life():
     env.close()
 
 
+def first_life_loss(max_frames):
+    """A Breakout training env (seed 4) that pressed NOOP until its first lost life: (env, env steps, info, emulator frame)."""
+    env = make_atari_env("Breakout", seed=4, mode="train", max_frames=max_frames)
+    env.reset(seed=4)
+    for t in range(1, 400):
+        _, _, terminated, truncated, info = env.step(0)
+        if terminated or truncated:
+            return env, t, info, env.unwrapped.ale.getEpisodeFrameNumber()
+    raise AssertionError("no life was lost")
+
+
 def test_a_game_that_ends_inside_a_pseudo_reset_keeps_its_record():
     """The frame cap falls inside the no-op of the pseudo-reset after a lost
     life: the game's record comes back from `reset` (and training counts it)."""
-    def first_life_loss(max_frames):
-        env = make_atari_env("Breakout", seed=4, mode="train", max_frames=max_frames)
-        env.reset(seed=4)
-        for t in range(1, 400):
-            _, _, terminated, truncated, info = env.step(0)
-            if terminated or truncated:
-                return env, t, info, env.unwrapped.ale.getEpisodeFrameNumber()
-        raise AssertionError("no life was lost")
-
     env, steps, info, frame = first_life_loss(max_frames=10_000)
     assert info["lives"] == 4 and "episode" not in info
     env.close()
@@ -125,6 +127,22 @@ def test_a_game_that_ends_inside_a_pseudo_reset_keeps_its_record():
     assert (same_steps, same_frame) == (steps, frame) and info["lives"] == 4 and "episode" not in info
     _, reset_info = env.reset()
     assert reset_info["episode"]["r"] == 0 and reset_info["episode"]["l"] == 1 + steps + 1  # FIRE, the NOOPs, the cut no-op
+    env.close()
+
+
+def test_a_game_cut_during_the_fire_after_a_lost_life_keeps_its_record_and_the_next_game_gets_fire():
+    """The frame cap falls inside the FIRE of `after_life_lost` in training's pseudo-reset: the record comes back from
+    `reset` and the new game is launched with FIRE, as every new game is (and as evaluation does)."""
+    env, steps, _, frame = first_life_loss(max_frames=10_000)
+    env.close()
+    env, _, _, _ = first_life_loss(max_frames=frame + 4 + 2)  # the NOOP's 4 frames, then 2 frames into FIRE
+    base = env.unwrapped
+    sent, step = [], base.step
+    base.step = lambda action: (sent.append(int(action)), step(action))[1]
+    _, reset_info = env.reset()
+    assert reset_info["episode"]["l"] == 1 + steps + 2  # FIRE, the NOOPs, NOOP, the cut FIRE
+    assert sent[:6] == [0, 0, 0, 0, FIRE, FIRE] and sent[-4:] == [FIRE] * 4 and sent[6:-4] == [0] * (len(sent) - 10)
+    assert base.ale.lives() == 5
     env.close()
 
 

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 import train as train_cli
-from agent.run import run_dir as run_files
+from agent.run.run_dir import RunDirectory
 
 SMOKE = ["--set", "replay_capacity=2000", "--set", "learning_starts=200", "--set", "train_freq=16",
          "--set", "gradient_steps=2", "--set", "eval_epsilon=1.0", "--eval-episodes", "1", "--no-progress"]
@@ -25,14 +25,14 @@ def breakout_run(tmp_path_factory):
 
 
 def test_breakout_smoke_run_writes_a_loadable_run(breakout_run):
-    cfg = run_files.load_config(breakout_run)
+    cfg = RunDirectory(breakout_run).load_config()
     assert cfg.env_id == "ALE/Breakout-v5" and cfg.network == "nature_cnn"
-    model = run_files.load_model(breakout_run)
+    model = RunDirectory(breakout_run).load_model()
     assert model.input_shape == (None, 84, 84, 4) and model.output_shape == (None, 4)
     assert model.inputs[0].dtype == "uint8"
     conv = [layer for layer in model.layers if layer.name.startswith("torso_conv")]
     assert [(c.filters, c.kernel_size, c.strides) for c in conv] == [(32, (8, 8), (4, 4)), (64, (4, 4), (2, 2)), (64, (3, 3), (1, 1))]
-    meta = run_files.load_meta(breakout_run)
+    meta = RunDirectory(breakout_run).load_meta()
     assert meta["obs_shape"] == [84, 84, 4] and meta["obs_dtype"] == "uint8" and meta["updates"] > 0
     q = model(np.zeros((1, 84, 84, 4), np.uint8)).numpy()
     assert np.isfinite(q).all()
@@ -44,9 +44,9 @@ def test_pixel_cartpole_smoke_run(tmp_path):
     assert code == 0, out
     assert "for 300 agent steps (2 env steps each)" in out  # the preset holds each action for 2 env steps
     assert "  agent steps    300  (" in out and " agent steps/s)" in out  # the summary counts in the same unit
-    cfg = run_files.load_config(run)
+    cfg = RunDirectory(run).load_config()
     assert cfg.pixels and cfg.network == "nature_cnn"
-    assert run_files.load_meta(run)["obs_shape"] == [84, 84, 4]
+    assert RunDirectory(run).load_meta()["obs_shape"] == [84, 84, 4]
 
 
 def test_pixel_observations_show_motion():
@@ -104,4 +104,4 @@ def test_any_ale_game_by_short_name_gets_the_atari_defaults(tmp_path):
     run = tmp_path / "pong"
     code, out = cli("--env", "Pong", "--steps", "250", "--run-dir", str(run), *SMOKE)
     assert code == 0, out
-    assert run_files.load_config(run).env_id == "ALE/Pong-v5"
+    assert RunDirectory(run).load_config().env_id == "ALE/Pong-v5"

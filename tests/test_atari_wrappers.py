@@ -1,5 +1,6 @@
-"""envs.atari's frame max-pooling (MaxAndSkip) and no-op starts (NoopReset): on a scripted env whose every frame the
-test knows, and on the real Breakout ROM against a bare emulator stepped by hand."""
+"""envs.atari's frame max-pooling (MaxAndSkip), no-op starts (NoopReset) and the presses after a lost life
+(`after_life_lost`): on a scripted env whose every frame the test knows, and on the real Breakout ROM against a bare
+emulator stepped by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.atari import NOOP_MAX, MaxAndSkip, NoopReset, make_atari_env
+from envs.atari import NOOP, NOOP_MAX, MaxAndSkip, NoopReset, make_atari_env
 
 
 class ScriptedGame(gym.Env):
@@ -162,3 +163,50 @@ def test_noop_starts_on_the_real_rom():
         for e in (env, by_hand, full):
             e.close()
     assert len(starts) >= 3
+
+
+# ---------------------------------------------------------------- after a lost life
+
+
+RIGHT = 2  # Breakout: ['NOOP', 'FIRE', 'RIGHT', 'LEFT']
+
+
+def emulator_actions(mode: str, seed: int = 5) -> list[tuple[int, int]]:
+    """(action, lives after it) of every emulator frame of one Breakout game whose agent always presses RIGHT."""
+    env = make_atari_env("Breakout", seed=seed, mode=mode)
+    base = env.unwrapped
+    sent: list[tuple[int, int]] = []
+    step = base.step
+
+    def recording(action):
+        out = step(action)
+        sent.append((int(action), base.ale.lives()))
+        return out
+
+    base.step = recording  # every wrapper's presses reach the emulator through here
+    env.reset(seed=seed)
+    for _ in range(5_000):
+        _, _, terminated, truncated, info = env.step(RIGHT)
+        if truncated or info["lives"] == 0:
+            break
+        if terminated:  # training: a lost life ends the episode; the reset goes on with the same game
+            env.reset()
+    else:
+        raise AssertionError("the game did not end")
+    env.close()
+    return sent
+
+
+def test_train_and_eval_send_the_same_presses_after_a_lost_life():
+    """Training presses after a lost life in the reset that starts the next episode, evaluation inside the step that
+    lost it: both send the emulator the same frames, NOOP then FIRE (4 frames each) after every lost life."""
+    train, evaluation = emulator_actions("train"), emulator_actions("eval")
+    assert train == evaluation
+    actions = [a for a, _ in train]
+    lost = [i for i in range(1, len(train)) if 0 < train[i][1] < train[i - 1][1]]
+    assert len(lost) == 4  # 5 lives: 4 lost with the game going on, then game over
+    for i in lost:
+        while actions[i] == RIGHT:  # the rest of the agent step that lost the life
+            i += 1
+        assert actions[i:i + 9] == [NOOP] * 4 + [1] * 4 + [RIGHT], actions[i - 4:i + 12]
+    assert actions.count(1) == 4 * (1 + len(lost))  # FIRE: once at the start, once after each lost life, never else

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 import train as train_cli
-from agent.run import training
+import agent.run.loop
+from agent.run import trainer as training
 from agent.run.checkpoints import CheckpointError, CheckpointStore, list_checkpoints, verify
 from agent.core.presets import resolve_config
 from agent.core.state_files import read_state, write_state
@@ -112,9 +113,9 @@ def test_a_checkpoint_of_the_format_before_the_parts_is_refused_in_one_line(tmp_
     assert lines == ["error: checkpoint step-000000300 was written by an older version (checkpoint format 1, this one reads 2) and "
                      "cannot continue exactly; finish that run with the version that wrote it, or start a new one (its model.keras still plays)"]
     assert {k: v for k, v in snapshot(run).items() if k != ".lock"} == before
-    from agent.run.run_dir import load_model
+    from agent.run.run_dir import RunDirectory
 
-    assert load_model(run).output_shape == (None, 2)
+    assert RunDirectory(run).load_model().output_shape == (None, 2)
 
 
 def tiny_cfg(**changes):
@@ -158,7 +159,7 @@ def test_everything_opened_is_closed_when_a_hook_fails(tmp_path, monkeypatch):
 
     handler = signal.getsignal(signal.SIGINT)
     monkeypatch.setattr(training, "make_env", make_env)
-    monkeypatch.setattr(training, "evaluate", failing_evaluate)
+    monkeypatch.setattr(agent.run.loop, "evaluate", failing_evaluate)
     with pytest.raises(RuntimeError, match="evaluation broke"):
         training.train(tiny_cfg(), tmp_path, progress=False)
     assert sorted(closed) == ["eval", "train"]
@@ -166,9 +167,9 @@ def test_everything_opened_is_closed_when_a_hook_fails(tmp_path, monkeypatch):
     log = tmp_path / "progress.csv"
     rows = log.read_text().splitlines()
     assert rows[0].startswith("env_step,") and rows[-1].startswith("200,")  # flushed and closed up to the last row
-    from agent.run.run_dir import locked
+    from agent.run.run_dir import RunDirectory
 
-    with locked(tmp_path):  # the lock is free again
+    with RunDirectory(tmp_path).locked():  # the lock is free again
         pass
 
 
@@ -182,9 +183,9 @@ def test_a_resume_rewrites_a_model_left_behind_its_checkpoint(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({**meta, "checkpoint": None, "env_step": 0}))
     result = training.train(cfg.replace(total_steps=300), tmp_path, progress=False, resume=True)
     assert result.finished and json.loads((tmp_path / "meta.json").read_text())["checkpoint"] == "step-000000300"
-    from agent.run.run_dir import load_model
+    from agent.run.run_dir import RunDirectory
 
-    saved = load_model(tmp_path)
+    saved = RunDirectory(tmp_path).load_model()
     with training.Trainer(cfg.replace(total_steps=300), tmp_path, resume=True, finished_ok=True) as trainer:
         for a, b in zip(saved.get_weights(), trainer.run.agent.online.get_weights()):
             np.testing.assert_array_equal(a, b)

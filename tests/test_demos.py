@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import train as train_cli
 from classic.demos import DemoRecorder
 from agent.core.presets import resolve_config
-from agent.run.training import make_replay, seed_replay_with_demos
+from agent.run.loop import make_replay, seed_replay_with_demos
 
 
 def record(env_id: str, path, episodes: int, max_steps: int, seed: int = 0):
@@ -217,3 +217,18 @@ def test_demos_seen_another_way_are_one_line_and_create_nothing(tmp_path, run_ar
     lines = out.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --demos") and message in lines[0], out
     assert not run.exists()
+
+
+def test_a_demos_file_with_pickled_objects_is_refused_without_advice_to_unpickle(tmp_path):
+    """numpy's own message says how to load such a file unsafely; ours names the file and says why, and stops there."""
+    from classic.demos import load_demos
+    from classic.errors import ClassicError
+
+    path = tmp_path / "objects.npz"
+    np.savez(path, obs=np.array([object()] * 3, dtype=object), actions=np.zeros(3, np.int64), rewards=np.zeros(3, np.float32),
+             terminated=np.zeros(3, bool), truncated=np.zeros(3, bool), env_id=np.array("CartPole-v1"))
+    with pytest.raises(ClassicError) as caught:
+        load_demos(path)
+    message = str(caught.value)
+    assert str(path) in message and "Python objects" in message
+    assert "allow_pickle" not in message and "pickle.load" not in message and "\n" not in message

@@ -1,4 +1,4 @@
-"""The one episode runner (agent/episodes.py) and the one epsilon-greedy (agent/policies.py), on real CartPole envs."""
+"""The one episode runner (agent/rollout/episodes.py) and the one epsilon-greedy (agent/dqn/policies.py), on real CartPole envs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""python -m agent.export (agent/export.py, agent/exported.py) and play.py on an exported model.
+"""python -m agent.export (agent/export/convert.py, agent/export/runtimes.py) and play.py on an exported model.
 
 Each format is loaded back by its own runtime (tf.saved_model.load, the LiteRT
 interpreter of ai-edge-litert, ONNX Runtime) and must give the Keras model's
@@ -44,7 +44,7 @@ def need(fmt: str) -> None:
 
 def make_run(path: Path, env_id: str, overrides: dict) -> Path:
     """A run directory as train.py writes one (config.toml, meta.json, model.keras) holding an untrained network."""
-    from agent.run import run_dir as run_files
+    from agent.run.run_dir import RunDirectory
     from agent.dqn.networks import build_q_network
     from agent.core.presets import resolve_config
     from envs import make_env, obs_signature
@@ -58,9 +58,9 @@ def make_run(path: Path, env_id: str, overrides: dict) -> Path:
     # biases and LayerNorm's scale/offset start as constants; move them so that every weight shows in the Q-values
     model.set_weights([w + rng.normal(0.0, 0.1, w.shape).astype(w.dtype) if w.ndim == 1 else w for w in model.get_weights()])
     path.mkdir(parents=True, exist_ok=True)
-    run_files.save_config(path, cfg)
-    run_files.save_model(path, model)
-    run_files.save_meta(path, {"env_id": cfg.env_id, "obs_shape": list(shape), "obs_dtype": str(dtype), "num_actions": n, "env_step": 0})
+    RunDirectory(path).save_config(cfg)
+    RunDirectory(path).save_model(model)
+    RunDirectory(path).save_meta({"env_id": cfg.env_id, "obs_shape": list(shape), "obs_dtype": str(dtype), "num_actions": n, "env_step": 0})
     return path
 
 
@@ -97,12 +97,12 @@ def exports(runs, tmp_path_factory) -> dict[tuple[str, str], export_lib.Result]:
 @pytest.fixture(scope="module")
 def reference(runs) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per net: 100 real observations and the Keras model's Q-values on them."""
-    from agent.run.run_dir import load_model
+    from agent.run.run_dir import RunDirectory
 
     refs = {}
     for net, run in runs.items():
         obs = real_observations(NETS[net][0])
-        refs[net] = obs, np.asarray(load_model(run)(obs, training=False))
+        refs[net] = obs, np.asarray(RunDirectory(run).load_model()(obs, training=False))
     return refs
 
 
@@ -226,7 +226,7 @@ def test_a_model_that_cannot_be_renamed_into_place_leaves_the_previous_pair(runs
             raise OSError(28, "No space left on device")
         real_rename(src, dst)
 
-    monkeypatch.setattr(agent.export.os, "rename", failing_rename)
+    monkeypatch.setattr(agent.export.convert.os, "rename", failing_rename)
     result = invoke(run, "--format", "saved_model", "--force")
     assert result.exit_code != 0
     assert json_file.read_bytes() == before_json  # the metadata written for the new model was taken back

@@ -1,4 +1,4 @@
-"""agent/files.py: a file is replaced whole or not at all."""
+"""common/files.py: a file is replaced whole or not at all."""
 
 from __future__ import annotations
 

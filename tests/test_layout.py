@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("agent", "classic", "common", "envs", "replay")
-TOP_MODULES = ("train", "play", "tfquiet")
+TOP_MODULES = ("train", "play")
 MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 80
 MAX_AGENT_TOP_MODULES = 10

@@ -1,14 +1,15 @@
-"""The learner call in line and overlapped with acting (agent/learner.py, `overlap_learning`)."""
+"""The learner call in line and overlapped with acting (agent/run/learner.py, `overlap_learning`)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from agent.run import run_dir as run_files
+from agent.run.run_dir import RunDirectory
 from agent.core.presets import resolve_config
 from agent.run.run_state import LoopState
-from agent.run.training import Trainer, TrainingStopped, build_agent, make_replay, train
+from agent.run.loop import TrainingStopped, build_agent, make_replay
+from agent.run.trainer import Trainer, train
 from envs import make_env, obs_signature
 
 SMALL = dict(total_steps=1_200, learning_starts=200, train_freq=16, gradient_steps=4, eval_every=600, eval_episodes=2,
@@ -158,8 +159,8 @@ def test_overlap_resume_is_bit_exact_from_any_step(tmp_path, prioritized):
     resumed = train(cfg, tmp_path / "resumed", progress=False, resume=True)
     assert (straight.env_steps, straight.episodes, straight.updates) == (resumed.env_steps, resumed.episodes, resumed.updates)
     assert straight.final_eval["returns"] == resumed.final_eval["returns"]
-    a = run_files.load_model(tmp_path / "straight").get_weights()
-    b = run_files.load_model(tmp_path / "resumed").get_weights()
+    a = RunDirectory(tmp_path / "straight").load_model().get_weights()
+    b = RunDirectory(tmp_path / "resumed").load_model().get_weights()
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
 
@@ -195,5 +196,5 @@ def test_overlapped_non_finite_loss_stops_training_and_keeps_the_last_checkpoint
     with pytest.raises(TrainingStopped, match="loss became inf") as stopped:
         train(cfg, tmp_path, progress=False)
     assert "step-000000200" in str(stopped.value) and "in the learner call begun at env step 300" in str(stopped.value)
-    assert all(np.isfinite(w).all() for w in run_files.load_model(tmp_path).get_weights())
+    assert all(np.isfinite(w).all() for w in RunDirectory(tmp_path).load_model().get_weights())
     assert json.loads((tmp_path / "meta.json").read_text())["env_step"] == 200

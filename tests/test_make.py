@@ -76,7 +76,7 @@ def test_test_leaves_the_slow_tier_out_and_test_all_takes_it_in(target, selected
 @pytest.mark.slow
 def test_make_train_end_to_end(tmp_path):
     """A fresh user's first command: a CartPole run with the default preset, then a video of its agent."""
-    from agent.run import run_dir as run_files
+    from agent.run.run_dir import RunDirectory
     from agent.core.presets import resolve_config
     from videos import read_video
 
@@ -84,12 +84,12 @@ def test_make_train_end_to_end(tmp_path):
     result = make("train", f"RUN={run}", f"PY={sys.executable}", timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == f"run saved in {run}; video: {run}/cartpole.mp4; watch it: {sys.executable} play.py {run}"
-    cfg = run_files.load_config(run)
+    cfg = RunDirectory(run).load_config()
     assert cfg == resolve_config(env_id="CartPole-v1")  # configs/cartpole.toml as it is, seed 0
     evaluation = json.loads((run / "eval.json").read_text())
     assert evaluation["env_step"] == cfg.total_steps and len(evaluation["returns"]) == cfg.final_eval_episodes
     assert evaluation["solved"], evaluation["mean"]  # the README's promise for seed 0: mean >= 475 over 100 greedy episodes
-    assert run_files.load_meta(run)["env_step"] == cfg.total_steps
+    assert RunDirectory(run).load_meta()["env_step"] == cfg.total_steps
     score = float(re.search(r"^episode 1: (\S+)$", result.stdout, re.MULTILINE).group(1))
     frames = read_video(run / "cartpole.mp4")
     assert len(frames) == score + 1  # each step of the episode play.py reported, and the first state

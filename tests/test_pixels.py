@@ -76,3 +76,19 @@ def test_an_unknown_pixel_view_is_refused_by_the_config():
 
     with pytest.raises(UserError, match="pixel_view must be 'full', 'cart' or 'cart_track'"):
         validate(DQNConfig(env_id="CartPole-v1", pixels=True, pixel_view="track"))
+
+
+def test_every_view_name_has_its_crop_and_the_config_takes_the_same_names():
+    """envs.base.PIXEL_VIEWS is the one list of names: envs.pixels maps each to its crop, the config accepts exactly these."""
+    from agent.core.config import DQNConfig
+    from common.errors import UserError
+    from envs.base import PIXEL_VIEWS
+    from envs.pixels import VIEWS
+
+    assert tuple(VIEWS) == PIXEL_VIEWS
+    for view in PIXEL_VIEWS:
+        assert DQNConfig(env_id="CartPole-v1", pixels=True, pixel_view=view).pixel_view == view
+    with pytest.raises(UserError, match="pixel_view"):
+        DQNConfig(env_id="CartPole-v1", pixels=True, pixel_view="cart-track")
+    with pytest.raises(EnvError, match="pixel_view must be one of full, cart, cart_track"):
+        make_env("CartPole-v1", pixels=True, pixel_view="cart-track")

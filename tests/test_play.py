@@ -1,4 +1,4 @@
-"""play.py and the viewer (agent/viewer.py, hud.py, policies.py, episodes.py, recording.py): real pygame (SDL dummy driver), real mp4 files read back with cv2.
+"""play.py and the viewer (agent/viewer/window.py, hud.py, policies.py, episodes.py, recording.py): real pygame (SDL dummy driver), real mp4 files read back with cv2.
 
 One tiny CartPole run is trained in-process per module (TensorFlow loads once);
 the CLI is driven through click's CliRunner in the same process, and a
@@ -44,7 +44,7 @@ def _dummy_video(monkeypatch):
 def run_dir(tmp_path_factory) -> Path:
     """A real (barely trained) CartPole run directory, made by agent.training.train in-process."""
     from agent.core.presets import resolve_config
-    from agent.run.training import train
+    from agent.run.trainer import train
 
     path = tmp_path_factory.mktemp("run")
     cfg = resolve_config(env_id="CartPole-v1", overrides={
@@ -57,9 +57,9 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(run_dir):
-    from agent.run.run_dir import load_model
+    from agent.run.run_dir import RunDirectory
 
-    return load_model(run_dir)
+    return RunDirectory(run_dir).load_model()
 
 
 def invoke(*args: str):
@@ -163,18 +163,18 @@ def test_save_demos_round_trip(run_dir, tmp_path):
 @pytest.fixture(scope="module")
 def two_model_run(run_dir, tmp_path_factory) -> Path:
     """A copy of the run whose final network always pushes left (0) and whose best network always pushes right (1)."""
-    from agent.run import run_dir as run_files
+    from agent.run.run_dir import RunDirectory
 
     path = tmp_path_factory.mktemp("two-models")
     for name in ("config.toml", "meta.json"):
         (path / name).write_bytes((run_dir / name).read_bytes())
     for which, preferred in (("final", 0), ("best", 1)):
-        model = run_files.load_model(run_dir)
+        model = RunDirectory(run_dir).load_model()
         kernel, bias = model.get_layer("q").get_weights()
         bias = np.zeros_like(bias)
         bias[preferred] = 1.0
         model.get_layer("q").set_weights([np.zeros_like(kernel), bias])
-        run_files.save_model(path, model, which=which)
+        RunDirectory(path).save_model(model, which=which)
     return path
 
 

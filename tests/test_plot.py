@@ -18,7 +18,7 @@ from agent.plot import curves as plot
 def runs(tmp_path_factory) -> list[Path]:
     """Two tiny CartPole runs with evaluations, trained in-process (TensorFlow loads once)."""
     from agent.core.presets import resolve_config
-    from agent.run.training import train
+    from agent.run.trainer import train
 
     paths = []
     for seed in (0, 1):
@@ -120,10 +120,10 @@ def fake_run(path: Path, evals: dict[int, float], env_id: str = "CartPole-v1") -
     """A run directory as train.py leaves it, as far as the plot reads it: config.toml and progress.csv, with
     training-only rows between the evaluation rows (written by hand, no training)."""
     from agent.core.presets import resolve_config
-    from agent.run.run_dir import save_config
+    from agent.run.run_dir import RunDirectory
 
     path.mkdir(parents=True)
-    save_config(path, resolve_config(env_id=env_id))
+    RunDirectory(path).save_config(resolve_config(env_id=env_id))
     lines = ["env_step,episodes,train_return_mean,eval_return_mean,eval_return_std"]
     for step, value in evals.items():
         lines += [f"{step - 50},3,21.5,,", f"{step},4,22.0,{value},1.5"]
@@ -133,7 +133,7 @@ def fake_run(path: Path, evals: dict[int, float], env_id: str = "CartPole-v1") -
 
 def test_iqm_draws_one_curve_at_the_iqm_of_the_runs_with_a_shaded_interval(tmp_path, monkeypatch):
     """Four seeds: at each evaluation step all of them have, the point is the mean of the middle two returns, inside a band
-    that is the bootstrap interval of agent.stats (collapsed where the seeds agree); a step only one run has is left out."""
+    that is the bootstrap interval of agent.plot.stats (collapsed where the seeds agree); a step only one run has is left out."""
 
     from agent.plot import stats
 

@@ -65,12 +65,12 @@ def test_bfloat16_computes_the_torso_in_bfloat16_and_keeps_weights_head_and_upda
 def test_the_saved_network_is_float32_with_the_trained_weights(tmp_path):
     """model.keras (portable_model) is a float32 twin: readers never compute in bfloat16, and its Q-values match
     the bfloat16 network's within bfloat16's rounding."""
-    from agent.run import run_dir as run_files
+    from agent.run.run_dir import RunDirectory
 
     cfg = DQNConfig(env_id="ALE/Breakout-v5", network="nature_cnn", jit_compile=False, precision="bfloat16", batch_size=8)
     agent = DQNAgent((84, 84, 4), np.uint8, 4, cfg, seed=0)
     agent.update(frames_batch(np.random.default_rng(2)))
-    run_files.save_model(tmp_path, agent.portable_model())
+    RunDirectory(tmp_path).save_model(agent.portable_model())
     loaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
     assert all(layer.compute_dtype == "float32" for layer in loaded.layers if not isinstance(layer, keras.layers.InputLayer))
     assert len(loaded.get_weights()) == len(agent.online.get_weights()) == 10
@@ -120,7 +120,7 @@ def test_building_leaves_the_global_dtype_policy_as_it_was():
 
 def test_a_bfloat16_run_saves_float32_networks(tmp_path):
     """train() writes model.keras and best_model.keras through portable_model: float32 layers only."""
-    from agent.run.training import train
+    from agent.run.trainer import train
 
     cfg = DQNConfig(hidden_sizes=(16,), precision="bfloat16", jit_compile=False, total_steps=300, learning_starts=100, batch_size=16,
                     eval_every=150, eval_episodes=1, final_eval_episodes=1, checkpoint_every=0, log_every=150)

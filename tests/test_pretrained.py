@@ -28,12 +28,12 @@ def test_pretrained_cartpole_plays_500_on_ten_greedy_episodes():
     from agent.rollout.episodes import EpisodeRunner
     from agent.dqn.networks import NumpyPolicy
     from agent.dqn.policies import QPolicy
-    from agent.run.run_dir import load_config, load_model
+    from agent.run.run_dir import RunDirectory
     from envs import make_env
 
     path = pretrained_dir("cartpole")
-    cfg = load_config(path)
-    model = load_model(path)  # Keras safe mode, as play.py loads it
+    cfg = RunDirectory(path).load_config()
+    model = RunDirectory(path).load_model()  # Keras safe mode, as play.py loads it
     env = make_env(cfg.env_id, seed=cfg.seed + 10_000, mode="eval")
     assert NumpyPolicy.supports(model)  # the numpy forward pass DQNAgent acts with (a TF call per step costs ~2 ms here)
     numpy_policy = NumpyPolicy(model)

@@ -13,7 +13,8 @@ from classic.demos import DemoRecorder
 from common.errors import UserError
 from agent.core.presets import resolve_config
 from agent.run.run_state import StateDictPart
-from agent.run.training import make_replay, seed_replay_with_demos, train
+from agent.run.loop import make_replay, seed_replay_with_demos
+from agent.run.trainer import train
 from replay import FrameReplayBuffer, ReplayBuffer, ReplayMemoryError
 from replay.base import Priorities, SumTree, importance_weights
 

@@ -81,9 +81,9 @@ class StepLog(gym.Wrapper):
 
 @pytest.mark.parametrize("chapter_rules", [False, True], ids=["default", "chapter"])
 def test_the_training_loop_stores_what_the_env_gave(tmp_path, monkeypatch, chapter_rules):
-    """agent.training.train itself, on CartPole cut at 5 steps: each stored row is the env's own step; a time-limit end keeps
+    """agent.run.trainer.train itself, on CartPole cut at 5 steps: each stored row is the env's own step; a time-limit end keeps
     its real final observation and bootstraps (terminated 0), unless the chapter's rules (-10, done as terminal) are on."""
-    import agent.run.training as training
+    import agent.run.trainer as training
     from agent.core.presets import resolve_config
 
     log, buffers = [], []
@@ -130,7 +130,7 @@ def test_the_training_loop_stores_what_the_env_gave(tmp_path, monkeypatch, chapt
 
 
 def test_terminated_episode_stops_bootstrap():
-    from agent.run.training import replay_targets
+    from agent.run.loop import replay_targets
 
     env = gym.make("CartPole-v1")
     env.reset(seed=0)
@@ -142,7 +142,7 @@ def test_terminated_episode_stops_bootstrap():
 
 
 def test_chapter_rules_are_opt_in():
-    from agent.run.training import replay_targets
+    from agent.run.loop import replay_targets
 
     chapter = DQNConfig(terminal_reward=-10.0, truncation_as_terminal=True)
     assert replay_targets(1.0, False, True, chapter) == (-10.0, True)

@@ -23,7 +23,8 @@ from agent.run.checkpoints import MANIFEST as MANIFEST_NAME, CheckpointError, Ch
 from common.errors import UserError
 from agent.core.presets import resolve_config
 from agent.run.run_state import LoopState, StateDictPart, checkpoint_parts
-from agent.run.training import build_agent, make_replay, train
+from agent.run.loop import build_agent, make_replay
+from agent.run.trainer import train
 from envs import make_env, obs_signature
 from envs import snapshot as env_snapshot
 from replay import FrameReplayBuffer, ReplayBuffer

@@ -3,7 +3,7 @@
 import pytest
 
 from agent.core.presets import resolve_config
-from agent.run.training import train
+from agent.run.trainer import train
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""agent.stats: the rliable definitions (Agarwal et al. 2021) against cases worked out by hand."""
+"""agent.plot.stats: the rliable definitions (Agarwal et al. 2021) against cases worked out by hand."""
 
 from __future__ import annotations
 
@@ -127,5 +127,5 @@ def test_bad_bootstrap_settings_are_a_clear_value_error():
 
 
 def test_the_module_needs_numpy_only():
-    code = "import sys, agent.stats; bad = {'tensorflow', 'scipy', 'keras'} & set(sys.modules); assert not bad, bad"
+    code = "import sys, agent.plot.stats; bad = {'tensorflow', 'scipy', 'keras'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -22,9 +22,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.run import run_dir as run_files
+from agent.run.run_dir import RunDirectory
 from agent.plot import stats
-from agent.sweep import sweep
+from agent.sweep import cli as sweep_cli
+from agent.sweep.cli import build_spec
+from agent.sweep.cluster import ADDRESS_TIMEOUT_S, check_address
+from agent.sweep.plan import SweepSpec, parse_grid, plan, settings, split_values, trial_name
+from agent.sweep.state import EXPERIMENT, prepare_out
+from common.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install '.[cluster]')")
@@ -63,7 +68,7 @@ def test_sweep_runs_every_seed_as_a_run_directory_and_summarizes(tmp_path):
         final = json.loads((run_dir / "eval.json").read_text())
         assert final["env_step"] == 600 and len(final["returns"]) == 5
         finals[seed] = final["mean"]
-        cfg = run_files.load_config(run_dir)
+        cfg = RunDirectory(run_dir).load_config()
         assert (cfg.seed, cfg.total_steps, cfg.eval_every) == (seed, 600, 300)
         assert [int(r["env_step"]) for r in eval_rows(run_dir) if r["eval_return_mean"]] == [300, 600]
     with (out / "summary.csv").open(newline="") as f:
@@ -76,7 +81,7 @@ def test_sweep_runs_every_seed_as_a_run_directory_and_summarizes(tmp_path):
     assert float(row["iqm"]) == pytest.approx(expected.iqm, abs=0.01)
     assert (float(row["iqm_ci_low"]), float(row["iqm_ci_high"])) == pytest.approx(expected.iqm_ci, abs=0.01)
     assert (out / "curves.png").stat().st_size > 10_000 and (out / "sweep.json").is_file()
-    assert sweep.EXPERIMENT in os.listdir(out)  # Tune's experiment, for a restore
+    assert EXPERIMENT in os.listdir(out)  # Tune's experiment, for a restore
     table = proc.stdout[proc.stdout.index("IQM (95% CI)") - 200:]
     assert "CartPole-v1" in table and f"{expected.iqm:.1f}" in table
     assert "eval     CartPole-v1-seed0: env step 300" in proc.stdout
@@ -92,12 +97,12 @@ def no_ray(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("Ray was started for bad input")
 
-    monkeypatch.setattr(sweep, "start_ray", refuse)
-    monkeypatch.setattr(sweep, "run_sweep", refuse)
+    monkeypatch.setattr(sweep_cli, "start_ray", refuse)
+    monkeypatch.setattr(sweep_cli, "run_sweep", refuse)
 
 
 def cli(*args):
-    result = CliRunner().invoke(sweep.main, list(args))
+    result = CliRunner().invoke(sweep_cli.main, list(args))
     return result.exit_code, result.output
 
 
@@ -138,7 +143,7 @@ def test_an_address_that_does_not_answer_is_refused_within_seconds(tmp_path, no_
     t0 = time.perf_counter()
     code, output = cli("--out", str(tmp_path / "sweep"), "--address", address)
     assert code == 2 and output.startswith(f"error: no Ray cluster answers at {address}") and output.count("\n") == 1, output
-    assert time.perf_counter() - t0 < sweep.ADDRESS_TIMEOUT_S + 5
+    assert time.perf_counter() - t0 < ADDRESS_TIMEOUT_S + 5
 
 
 def test_an_address_that_accepts_but_never_answers_is_refused_after_the_timeout():
@@ -148,8 +153,8 @@ def test_an_address_that_accepts_but_never_answers_is_refused_after_the_timeout(
         server.listen()
         address = f"127.0.0.1:{server.getsockname()[1]}"
         t0 = time.perf_counter()
-        with pytest.raises(sweep.UserError, match=f"no Ray cluster answers at {address}"):
-            sweep.check_address(address, timeout_s=0.5)
+        with pytest.raises(UserError, match=f"no Ray cluster answers at {address}"):
+            check_address(address, timeout_s=0.5)
     assert time.perf_counter() - t0 < 3
 
 
@@ -157,59 +162,59 @@ def test_a_sweep_file_is_read_and_flags_win(tmp_path):
     path = tmp_path / "sweep.toml"
     path.write_text('env = "CartPole-v1"\nseeds = 3\nsteps = 2_000\n[set]\neval_every = 500\n[grid]\nlearning_rate = [1e-3, 3e-4]\n'
                     'hidden_sizes = [[64, 64], [128]]\n')
-    spec = sweep.build_spec((), None, str(path), ("eval_every=250",), (), None, None, 1_000, False, None)
+    spec = build_spec((), None, str(path), ("eval_every=250",), (), None, None, 1_000, False, None)
     assert spec.envs == ("CartPole-v1",) and spec.seeds == (0, 1, 2) and spec.steps == 1_000
     assert spec.overrides == {"eval_every": "250"}
-    trials = sweep.plan(spec)
+    trials = plan(spec)
     assert len(trials) == 2 * 2 * 3
     assert trials[0].name == "CartPole-v1-learning_rate=0.001+hidden_sizes=64x64-seed0"
     assert {t.config["hidden_sizes"][0] for t in trials} == {64, 128}
     assert all(t.config["eval_every"] == 250 and t.config["total_steps"] == 1_000 for t in trials)
     path.write_text("[network]\nhidden_sizes = [64]\n")
-    with pytest.raises(sweep.UserError, match="unknown key 'network'"):
-        sweep.build_spec((), None, str(path), (), (), None, None, None, False, None)
+    with pytest.raises(UserError, match="unknown key 'network'"):
+        build_spec((), None, str(path), (), (), None, None, None, False, None)
 
 
 def test_grid_values_keep_bracketed_lists_and_name_the_run_directories():
-    assert sweep.split_values("[64,64],[128, 128],[32]") == ["[64,64]", "[128, 128]", "[32]"]
-    assert sweep.parse_grid(["learning_rate=1e-3, 3e-4", "double_dqn=true,false"]) == {
+    assert split_values("[64,64],[128, 128],[32]") == ["[64,64]", "[128, 128]", "[32]"]
+    assert parse_grid(["learning_rate=1e-3, 3e-4", "double_dqn=true,false"]) == {
         "learning_rate": ("1e-3", "3e-4"), "double_dqn": ("true", "false")}
-    labels = [label for label, _ in sweep.settings({"hidden_sizes": ("[64,64]", "[128]"), "dueling": (True, False)})]
+    labels = [label for label, _ in settings({"hidden_sizes": ("[64,64]", "[128]"), "dueling": (True, False)})]
     assert labels == ["hidden_sizes=64x64+dueling=true", "hidden_sizes=64x64+dueling=false", "hidden_sizes=128+dueling=true",
                       "hidden_sizes=128+dueling=false"]
-    assert sweep.trial_name("ALE/Pong-v5", "base", 3) == "ALE-Pong-v5-seed3"
-    with pytest.raises(sweep.UserError, match="--grid expects key=value1,value2"):
-        sweep.parse_grid(["learning_rate"])
+    assert trial_name("ALE/Pong-v5", "base", 3) == "ALE-Pong-v5-seed3"
+    with pytest.raises(UserError, match="--grid expects key=value1,value2"):
+        parse_grid(["learning_rate"])
 
 
 def test_search_draws_the_same_settings_every_time():
-    spec = sweep.SweepSpec(envs=("CartPole-v1",), seeds=(0, 1), steps=1_000, grid={"gamma": ("0.9", "0.95", "0.99"), "n_steps": ("1", "3")},
+    spec = SweepSpec(envs=("CartPole-v1",), seeds=(0, 1), steps=1_000, grid={"gamma": ("0.9", "0.95", "0.99"), "n_steps": ("1", "3")},
                            search=True, budget=2)
-    first = sweep.plan(spec)
+    first = plan(spec)
     assert len(first) == 2 * 2 and len({t.setting for t in first}) == 2
-    assert [t.name for t in sweep.plan(spec)] == [t.name for t in first]
+    assert [t.name for t in plan(spec)] == [t.name for t in first]
 
 
 def test_the_out_directory_resumes_only_the_same_sweep(tmp_path):
-    spec = sweep.SweepSpec(envs=("CartPole-v1",), seeds=(0, 1), steps=600)
-    trials = sweep.plan(spec)
-    out, resuming = sweep.prepare_out(tmp_path / "s", spec, trials)
+    spec = SweepSpec(envs=("CartPole-v1",), seeds=(0, 1), steps=600)
+    trials = plan(spec)
+    out, resuming = prepare_out(tmp_path / "s", spec, trials)
     assert not resuming and json.loads((out / "sweep.json").read_text())["trials"] == ["CartPole-v1-seed0", "CartPole-v1-seed1"]
-    assert sweep.prepare_out(tmp_path / "s", spec, trials) == (out, True)
-    other = sweep.SweepSpec(envs=("CartPole-v1",), seeds=(0, 1), steps=900)
-    with pytest.raises(sweep.UserError, match="holds a sweep with other steps"):
-        sweep.prepare_out(tmp_path / "s", other, sweep.plan(other))
+    assert prepare_out(tmp_path / "s", spec, trials) == (out, True)
+    other = SweepSpec(envs=("CartPole-v1",), seeds=(0, 1), steps=900)
+    with pytest.raises(UserError, match="holds a sweep with other steps"):
+        prepare_out(tmp_path / "s", other, plan(other))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(sweep.UserError, match="is not empty and holds no sweep"):
-        sweep.prepare_out(tmp_path / "busy", spec, trials)
+    with pytest.raises(UserError, match="is not empty and holds no sweep"):
+        prepare_out(tmp_path / "busy", spec, trials)
 
 
 def test_a_trial_worker_exiting_inside_a_callback_prints_no_traceback():
     """As Ray's SIGTERM handler does to a finished trial's worker: SystemExit raised inside a weakref callback.
     Python's default hook prints "Exception ignored in" and a traceback; the trials' hook drops that, and only that."""
     code = ("import sys, weakref\n"
-            "from agent.sweep import quiet_shutdown_exit\n"
+            "from agent.sweep.trial import quiet_shutdown_exit\n"
             "class Thing: pass\n"
             "def exit_now(ref): raise SystemExit(1)\n"
             "def fail(ref): raise ValueError('a real error')\n"
@@ -225,8 +230,8 @@ def test_a_trial_worker_exiting_inside_a_callback_prints_no_traceback():
 
 def test_validation_imports_neither_tensorflow_nor_ray():
     """The driver stays light: configs and envs are checked without TensorFlow, and Ray loads only to run."""
-    code = ("import sys; from agent import sweep; "
-            "sweep.plan(sweep.build_spec(('CartPole-v1',), None, None, ('eval_every=300',), ('gamma=0.9,0.99',), 2, 0, 600, False, None)); "
+    code = ("import sys; from agent.sweep.cli import build_spec; from agent.sweep.plan import plan; "
+            "plan(build_spec(('CartPole-v1',), None, None, ('eval_every=300',), ('gamma=0.9,0.99',), 2, 0, 600, False, None)); "
             "print(sorted(m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

@@ -9,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 import train as train_cli
-from agent.run import run_dir as run_files
+from agent.run.run_dir import RunDirectory
 from agent.core.presets import resolve_config
-from agent.run.training import Trainer, TrainingInterrupted, build_agent, train
+from agent.run.loop import TrainingInterrupted, build_agent
+from agent.run.trainer import Trainer, train
 from envs import make_env
 
 TINY = dict(total_steps=1_500, learning_starts=500, train_freq=50, gradient_steps=50, eval_every=0,
@@ -36,7 +37,7 @@ def test_run_directory_holds_everything(tiny_run):
     for name in ("config.toml", "meta.json", "model.keras", "progress.csv", "eval.json", "checkpoints"):
         assert (path / name).exists(), name
     assert list((path / "tb").glob("events.out.tfevents.*"))
-    assert run_files.load_config(path) == cfg
+    assert RunDirectory(path).load_config() == cfg
     ev = json.loads((path / "eval.json").read_text())
     assert ev["env_id"] == "CartPole-v1" and len(ev["returns"]) == 2 and ev["env_step"] == 1_500
     rows = (path / "progress.csv").read_text().splitlines()
@@ -46,7 +47,7 @@ def test_run_directory_holds_everything(tiny_run):
 
 def test_saved_model_gives_identical_actions(tiny_run):
     cfg, path, _ = tiny_run
-    model = run_files.load_model(path)
+    model = RunDirectory(path).load_model()
     env = make_env(cfg.env_id, seed=0)
     agent = build_agent(cfg, env)
     agent.set_online_weights(model.get_weights())
@@ -65,7 +66,7 @@ def test_checkpoint_restores_the_networks(tiny_run):
     ckpt = tf.train.Checkpoint(online=fresh.online, target=fresh.target, optimizer=fresh.optimizer)
     latest = latest_checkpoint(path / "checkpoints")
     ckpt.read(str(latest / "agent" / "networks")).assert_existing_objects_matched()
-    saved = run_files.load_model(path)
+    saved = RunDirectory(path).load_model()
     for a, b in zip(fresh.online.get_weights(), saved.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert latest.name == "step-000001500" and json.loads((latest / "loop" / "state.json").read_text())["values"]["step"] == 1_500
@@ -78,7 +79,7 @@ def test_same_seed_same_returns(tmp_path):
     b = train(cfg, tmp_path / "b", progress=False) if (tmp_path / "b").mkdir() is None else None
     assert [e["mean"] for e in a.evaluations] == [e["mean"] for e in b.evaluations]
     assert a.final_eval["returns"] == b.final_eval["returns"]
-    for x, y in zip(run_files.load_model(tmp_path / "a").get_weights(), run_files.load_model(tmp_path / "b").get_weights()):
+    for x, y in zip(RunDirectory(tmp_path / "a").load_model().get_weights(), RunDirectory(tmp_path / "b").load_model().get_weights()):
         np.testing.assert_array_equal(x, y)
     assert (tmp_path / "a" / "progress.csv").read_text().split("\n")[1].split(",")[7] == (tmp_path / "b" / "progress.csv").read_text().split("\n")[1].split(",")[7]
 
@@ -119,7 +120,7 @@ def test_a_time_budget_ends_the_run_like_its_last_step_and_a_resume_needs_more_m
     with (run / "progress.csv").open() as f:
         evaluated = [row for row in csv.DictReader(f) if row["eval_return_mean"]]
     assert int(evaluated[-1]["env_step"]) == done["env_step"]  # the curve ends with the evaluation the run ended with
-    assert run_files.load_config(run).train_minutes == 0.02
+    assert RunDirectory(run).load_config().train_minutes == 0.02
     before = (run / "eval.json").read_bytes()
     code, out = cli("--resume", str(run))
     assert code == 2 and "spent its budget of 0.02 minutes" in out and "--minutes" in out, out
@@ -201,7 +202,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     line = out.strip().splitlines()[-1]
     assert line.startswith("error: training stopped at env step 300: loss became inf")
     assert "step-000000200" in line and str(run) in line  # the update at step 300 failed; step 200 was the last save
-    model = run_files.load_model(run)
+    model = RunDirectory(run).load_model()
     assert all(np.isfinite(w).all() for w in model.get_weights())
     assert json.loads((run / "meta.json").read_text())["env_step"] == 200
 
@@ -211,7 +212,7 @@ def test_best_model_is_the_best_evaluation(tmp_path):
     result = train(cfg, tmp_path, progress=False)
     best = max(result.evaluations, key=lambda e: e["mean"])
     assert json.loads((tmp_path / "eval.json").read_text())["best"] == best
-    model = run_files.load_model(tmp_path, "best")
+    model = RunDirectory(tmp_path).load_model("best")
     env = make_env(cfg.env_id, seed=0)
     agent = build_agent(cfg, env)
     agent.set_online_weights(model.get_weights())
@@ -252,7 +253,7 @@ def test_force_keeps_the_old_run_when_the_new_one_is_refused(tmp_path, tiny_run)
     code, out = cli("--env", "CartPole-v1", "--steps", "300", "--set", "learning_starts=100", "--eval-episodes", "1",
                     "--run-dir", str(run), "--force")
     assert code == 0, out
-    assert run_files.load_meta(run)["env_step"] == 300 and not list(tmp_path.glob(".run.replaced-*"))
+    assert RunDirectory(run).load_meta()["env_step"] == 300 and not list(tmp_path.glob(".run.replaced-*"))
 
 
 def test_one_process_per_run_directory(tmp_path, tiny_run):
@@ -288,7 +289,7 @@ def test_one_process_per_run_directory(tmp_path, tiny_run):
         first.wait()
     third = subprocess.run(resume(1_600), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0, third.stderr
-    assert run_files.load_meta(run)["env_step"] == 1_600
+    assert RunDirectory(run).load_meta()["env_step"] == 1_600
 
 
 def test_a_resume_of_a_run_in_use_is_refused_before_tensorflow_loads(tmp_path, tiny_run):
@@ -300,7 +301,7 @@ def test_a_resume_of_a_run_in_use_is_refused_before_tensorflow_loads(tmp_path, t
     run = tmp_path / "run"
     shutil.copytree(tiny_run[1], run)
     before = sorted(p.name for p in run.iterdir())
-    with run_files.locked(run):
+    with RunDirectory(run).locked():
         proc = run_entry_point("train", "--resume", run, "--steps", 3000)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: {str(run)!r} is in use by another process (pid {os.getpid()}); "

@@ -95,7 +95,7 @@ def crashed(returncode: int) -> str:
 def cartpole_run(tmp_path_factory) -> Path:
     """A CartPole run trained in-process for a few thousand env steps."""
     from agent.core.presets import resolve_config
-    from agent.run.training import train
+    from agent.run.trainer import train
 
     path = tmp_path_factory.mktemp("cartpole")
     cfg = resolve_config(env_id="CartPole-v1", overrides={"total_steps": 3000, "eval_every": 0, "eval_episodes": 1, "final_eval_episodes": 1, "checkpoint_every": 0})
@@ -107,7 +107,7 @@ def cartpole_run(tmp_path_factory) -> Path:
 def breakout_run(tmp_path_factory) -> Path:
     """A tiny Breakout run on the real ROM (a Nature CNN that has seen 300 env steps)."""
     from agent.core.presets import resolve_config
-    from agent.run.training import train
+    from agent.run.trainer import train
 
     path = tmp_path_factory.mktemp("breakout")
     cfg = resolve_config(env_id="Breakout", overrides={

@@ -41,7 +41,7 @@ class DQNConfig:
     train_minutes: float | None = None  # also stop once training time (evaluations excluded, all sessions) reaches this; then the final evaluation
     pixels: bool = False  # observe rendered frames (gray 84x84, 4 stacked) instead of the state vector
     action_repeat: int = 1  # non-Atari envs: env steps per agent step, rewards summed (envs.ActionRepeat); step counts below count agent steps
-    pixel_view: str = "full"  # with pixels: the "full" frame, "cart" (CartPole: a window that follows the cart) or "cart_track" (that window over the whole track)
+    pixel_view: str = "full"  # with pixels: one of envs.base.PIXEL_VIEWS ("full" frame; CartPole: "cart" window that follows the cart, "cart_track" that window over the track)
 
     # --- Q-network ---
     network: str = "auto"  # "mlp", "nature_cnn" or "auto" (MLP for vectors, CNN for images)
@@ -74,7 +74,7 @@ class DQNConfig:
     learning_starts: int = 1_000  # env steps of pure exploration before the first update
     train_freq: int = 1  # env steps between learner calls
     gradient_steps: int = 1  # updates per learner call (replay ratio = gradient_steps / train_freq)
-    overlap_learning: bool = False  # run each learner call in a worker thread while acting goes on (agent/learner.py): acting lags one call
+    overlap_learning: bool = False  # run each learner call in a worker thread while acting goes on (agent/run/learner.py): acting lags one call
     prioritized: bool = False  # prioritized replay (Schaul et al. 2016): draw transitions in proportion to their |TD error|
     priority_alpha: float = 0.6  # priority exponent, P(i) ~ p_i^alpha (dimensionless; 0 = uniform, the paper's 0.6)
     priority_beta_start: float = 0.4  # importance-sampling exponent at env step 0, linear to 1 at total_steps (env steps)
@@ -206,7 +206,7 @@ def from_dict(values: dict[str, Any], base: DQNConfig | None = None, source: str
         if key not in FIELD_NAMES:
             close = [n for n in FIELD_NAMES if key.split("_")[0] in n][:3]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UserError(f"{source}: unknown config field {key!r}{hint}; see agent/config.py for the fields")
+            raise UserError(f"{source}: unknown config field {key!r}{hint}; see agent/core/config.py for the fields")
         changes[key] = _coerce(key, value)
     return dataclasses.replace(base or DQNConfig(), **changes)  # DQNConfig.__post_init__ validates
 
@@ -302,7 +302,10 @@ def validate(cfg: DQNConfig) -> DQNConfig:
     need(cfg.network in ("auto", "mlp", "nature_cnn"), f"network must be 'auto', 'mlp' or 'nature_cnn', got {cfg.network!r}")
     need(len(cfg.hidden_sizes) >= 1 and all(u >= 1 for u in cfg.hidden_sizes), f"hidden_sizes must be positive widths, got {list(cfg.hidden_sizes)}")
     need(cfg.action_repeat >= 1, f"action_repeat must be >= 1 env step per agent step, got {cfg.action_repeat}")
-    need(cfg.pixel_view in ("full", "cart", "cart_track"), f"pixel_view must be 'full', 'cart' or 'cart_track', got {cfg.pixel_view!r}")
+    from envs.base import PIXEL_VIEWS  # lazy: the package envs loads gymnasium, which importing a config does not need
+
+    views = ", ".join(map(repr, PIXEL_VIEWS[:-1])) + f" or {PIXEL_VIEWS[-1]!r}"
+    need(cfg.pixel_view in PIXEL_VIEWS, f"pixel_view must be {views}, got {cfg.pixel_view!r}")
     need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     need(cfg.optimizer in ("adam", "rmsprop"), f"optimizer must be 'adam' or 'rmsprop', got {cfg.optimizer!r}")
     need(cfg.loss in ("huber", "mse"), f"loss must be 'huber' or 'mse', got {cfg.loss!r}")
@@ -322,7 +325,7 @@ def env_options(cfg: DQNConfig) -> dict[str, Any]:
 
 def to_toml(cfg: DQNConfig) -> str:
     """Serialise a config as flat TOML, one field per line (None fields are omitted)."""
-    lines = ["# Resolved configuration of this run (see agent/config.py for units)."]
+    lines = ["# Resolved configuration of this run (see agent/core/config.py for units)."]
     for key, value in cfg.to_dict().items():
         if value is None:
             continue

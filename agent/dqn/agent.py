@@ -186,7 +186,7 @@ class DQNAgent:
 
     def save_state(self, directory: Path) -> None:
         """Online and target networks and the optimizer (slots and iteration count) as a
-        `tf.train.Checkpoint`; counters and RNG as state files (agent/state_files.py)."""
+        `tf.train.Checkpoint`; counters and RNG as state files (agent/core/state_files.py)."""
         self._tracked().write(str(directory / self.NETWORKS))
         write_state(directory, self.state_dict())
 
@@ -244,7 +244,7 @@ class DQNAgent:
 
     def compute_update(self, batch: Batch, weights: np.ndarray | None = None) -> PendingResults:
         """The compiled learner call alone: it changes the online network and the optimizer and nothing else,
-        so it may run in a worker thread while the loop acts on the numpy acting copy (agent/learner.py).
+        so it may run in a worker thread while the loop acts on the numpy acting copy (agent/run/learner.py).
         `finish_update` takes its results, in the loop's thread.
 
         `batch` is one batch `(B, ...)` or stacked batches `(K, B, ...)`; `weights` the importance-sampling

@@ -2,7 +2,7 @@
 
 A policy is called with one observation and returns `(action, Q-values of
 that observation or None, whether the action was a random one)`; the episode
-runner (agent/episodes.py) shows all three. Epsilon-greedy is written once,
+runner (agent/rollout/episodes.py) shows all three. Epsilon-greedy is written once,
 in `epsilon_greedy`, for a batch of observations.
 
 No TensorFlow is imported unless `keras_q_fn` is called, and no pygame unless

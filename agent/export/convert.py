@@ -10,7 +10,7 @@ the file runs in LiteRT without TensorFlow); "onnx" (through tf2onnx, an
 optional extra: `pip install '.[export]'`). The network eats raw
 observations (Atari: uint8, scaled by 1/255 inside), so an exported model
 needs no preprocessing beyond the env's own wrappers, which
-`<model>.json` beside it describes (agent/exported.py).
+`<model>.json` beside it describes (agent/export/runtimes.py).
 
 Before the output is renamed into place it is loaded back in its own runtime
 (tf.saved_model.load, the LiteRT interpreter, ONNX Runtime) and its
@@ -80,10 +80,9 @@ def resolve_format(fmt: str | None, out: str | Path | None) -> str:
 
 def default_out(run_dir: Path, fmt: str, which: str) -> Path:
     """RUN/export/model.tflite, model.onnx or saved_model/ (best_model.tflite, ... with --best)."""
-    stem = "best_model" if which == "best" else "model"
-    if fmt == "saved_model":
-        return run_dir / "export" / ("best_saved_model" if which == "best" else "saved_model")
-    return run_dir / "export" / f"{stem}{exported.SUFFIXES[fmt]}"
+    from agent.run.run_dir import RunDirectory
+
+    return RunDirectory(run_dir).export_path(which, "" if fmt == "saved_model" else exported.SUFFIXES[fmt])
 
 
 def plan_export(run_dir: str | Path, fmt: str | None = None, out: str | Path | None = None, *, best: bool = False, force: bool = False) -> Plan:
@@ -92,17 +91,17 @@ def plan_export(run_dir: str | Path, fmt: str | None = None, out: str | Path | N
     Raises:
         UserError: for anything a person can fix, named in one line.
     """
-    from agent.run import run_dir as run_files
+    from agent.run.run_dir import RunDirectory
 
     fmt = resolve_format(fmt, out)
     run_dir = Path(run_dir)
-    run_files.load_config(run_dir)  # a run directory at all, with a readable config
-    run_files.load_meta(run_dir)
+    run = RunDirectory(run_dir)
+    run.load_config()  # a run directory at all, with a readable config
+    run.load_meta()
     which = "best" if best else "final"
-    model_file = run_files.MODEL_FILES[which]
-    if not (run_dir / model_file).is_file():
+    if not run.has_model(which):
         hint = " (no evaluation has saved one yet; drop --best)" if best else "; was training interrupted before the first save?"
-        raise UserError(f"{str(run_dir)!r} holds no {model_file}{hint}")
+        raise UserError(f"{str(run_dir)!r} holds no {run.model_path(which).name}{hint}")
     out = Path(out) if out is not None else default_out(run_dir, fmt, which)
     suffix = exported.SUFFIXES.get(fmt)
     if suffix and out.suffix.lower() != suffix:
@@ -153,13 +152,14 @@ def run_export(plan: Plan) -> Result:
     Raises:
         UserError: for a damaged model, one made for another env, or an export whose Q-values disagree.
     """
-    from agent.run import run_dir as run_files
     from agent.core.config import env_options
+    from agent.run.run_dir import RunDirectory
     from envs import EnvError, make_env
 
-    cfg = run_files.load_config(plan.run_dir)
-    run_meta = run_files.load_meta(plan.run_dir)
-    model = run_files.load_model(plan.run_dir, plan.which)
+    run = RunDirectory(plan.run_dir)
+    cfg = run.load_config()
+    run_meta = run.load_meta()
+    model = run.load_model(plan.which)
     try:
         env = make_env(cfg.env_id, seed=cfg.seed, mode="play", **env_options(cfg))
     except EnvError as e:
@@ -250,8 +250,9 @@ def check(path: Path, fmt: str, obs: np.ndarray, reference: np.ndarray) -> tuple
 
 
 def metadata(plan: Plan, cfg, run_meta: dict, env) -> dict:
-    """What `<model>.json` says (agent/exported.py reads it)."""
+    """What `<model>.json` says (agent/export/runtimes.py reads it)."""
     from agent.dqn.policies import default_epsilon
+    from agent.run.run_dir import RunDirectory
     from envs import action_names
 
     obs_shape, dtype, n = tuple(env.observation_space.shape), np.dtype(env.observation_space.dtype), int(env.action_space.n)
@@ -269,7 +270,7 @@ def metadata(plan: Plan, cfg, run_meta: dict, env) -> dict:
         "preprocessing": preprocessing_note(cfg, obs_shape, dtype),
         "greedy_action": "the argmax of the output",
         "play_epsilon": default_epsilon(cfg.env_id),  # play.py's chance of a random action (Atari: 0.05, a greedy agent can stall)
-        "source": {"run_dir": str(plan.run_dir.resolve()), "model": f"{'best_' if plan.which == 'best' else ''}model.keras",
+        "source": {"run_dir": str(plan.run_dir.resolve()), "model": RunDirectory.MODELS[plan.which],
                    "env_step": run_meta.get("env_step")},
     }
     if plan.fmt == "saved_model":
@@ -336,7 +337,7 @@ def staged(path: Path, *, directory: bool) -> Iterator[Path]:
 def main(run_dir: str, fmt: str | None, out: str | None, best: bool, force: bool) -> None:
     """Export the Q-network of RUN_DIR (written by train.py) for use outside this app."""
     plan = plan_export(run_dir, fmt, out, best=best, force=force)  # before TensorFlow loads: mistakes are answered at once
-    import tfquiet
+    from common import tfquiet
 
     tfquiet.setup()
     result = run_export(plan)

@@ -1,6 +1,6 @@
 """Exported Q-networks: the metadata file beside each, and running a .tflite or .onnx one without TensorFlow.
 
-`python -m agent.export` (agent/export.py) writes a model and, beside it,
+`python -m agent.export` (agent/export/convert.py) writes a model and, beside it,
 `<model>.json`: what the model eats and what it gives back, so that whoever
 runs it (play.py, a C++ program, a phone app) knows what to feed it:
 

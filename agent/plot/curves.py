@@ -8,20 +8,20 @@ in the same colour. Matplotlib runs on the Agg backend: no display needed.
 With `--iqm`, runs of one env (several seeds) are drawn as one curve instead:
 at each evaluation step that every run has, the interquartile mean of the runs'
 evaluation returns, shaded with its 95% stratified bootstrap interval
-(agent.stats; Agarwal et al. 2021).
+(agent.plot.stats; Agarwal et al. 2021).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import json
 from pathlib import Path
 
 import click
 import numpy as np
 
 from common.errors import UserError, cli_errors
+from agent.run.run_dir import RunDirectory
 from common.files import atomic_path
 
 
@@ -32,7 +32,7 @@ def read_progress(run_dir: str | Path) -> dict[str, np.ndarray]:
         UserError: if the directory or its progress.csv is missing or unreadable.
     """
     run_dir = Path(run_dir)
-    path = run_dir / "progress.csv"
+    path = RunDirectory(run_dir).progress_csv
     if not run_dir.is_dir():
         raise UserError(f"run directory {str(run_dir)!r} does not exist")
     if not path.is_file():
@@ -134,10 +134,10 @@ def _final_eval(run_dir: str | Path) -> tuple[float, float, float] | None:
     """(env step, mean, std) of the run's final evaluation in eval.json, if readable. It is drawn on its own when
     progress.csv does not end with it (a run stopped by train_minutes before that was logged, or a final
     evaluation with more episodes than the periodic ones)."""
+    final = RunDirectory(run_dir).final_eval()
     try:
-        final = json.loads((Path(run_dir) / "eval.json").read_text())
         return float(final["env_step"]), float(final["mean"]), float(final["std"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 
@@ -222,12 +222,7 @@ def _env_id(run_dir: str | Path) -> str:
 
 def _config_env(run_dir: str | Path) -> str | None:
     """The env id in the run's config.toml, None without one."""
-    try:
-        from agent.run.run_dir import load_config
-
-        return load_config(run_dir).env_id
-    except UserError:
-        return None
+    return RunDirectory(run_dir).env_id()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,6 +1,6 @@
 """One episode loop for everything that plays whole episodes: evaluation, videos, the window, the benches.
 
-`EpisodeRunner` plays an env with a policy (agent/policies.py) and yields a
+`EpisodeRunner` plays an env with a policy (agent/dqn/policies.py) and yields a
 `StepView` per state; the consumer decides the pace (a window pauses by not
 asking for the next view, a video asks as fast as it can, evaluation only
 wants the returns: `run()`). Episode i resets with seed `seed + i`, so the

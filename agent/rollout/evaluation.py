@@ -1,4 +1,4 @@
-"""Greedy (or near-greedy) evaluation on full episodes, played by the one episode runner (agent/episodes.py)."""
+"""Greedy (or near-greedy) evaluation on full episodes, played by the one episode runner (agent/rollout/episodes.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ import numpy as np
 
 from agent.rollout.episodes import EpisodeRunner
 from agent.dqn.policies import AgentPolicy
+
+
+# Seeds derived from a run's seed, so that training, evaluation and recorded videos never share a random stream.
+EVAL_ENV_SEED_OFFSET = 10_000  # the evaluation env is made with seed + 10,000
+EVAL_EPISODES_SEED_OFFSET = 20_000  # evaluation episode i resets with seed + 20,000 + i: every evaluation of a run starts alike
+VIDEO_SEED_OFFSET = 30_000  # the episodes recorded during training (`record_every`)
+
+
+def evaluation_seed(run_seed: int) -> int:
+    """The seed a run's evaluations start from (`evaluate(seed=...)`): the same for every evaluation of the run."""
+    return run_seed + EVAL_EPISODES_SEED_OFFSET
 
 
 class EvaluationStopped(Exception):

@@ -1,6 +1,6 @@
 """The picture of one state: the game frame scaled up, and the heads-up panel beside it.
 
-One drawing path serves the pygame window of `play.py`, the videos (agent/video.py)
+One drawing path serves the pygame window of `play.py`, the videos (agent/rollout/video.py)
 and the screenshots: a game frame from `env.render()` (full resolution RGB, not
 the 84x84 network input) is scaled up nearest-neighbour, and a panel with the
 episode, step, score, action and the Q-value bars is drawn beside it with

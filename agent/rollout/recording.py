@@ -1,8 +1,8 @@
 """Episodes played headless into one mp4 (`record_every` during training, and tests).
 
-The episodes come from the episode runner (agent/episodes.py) with a policy
-from agent/policies.py, each state is drawn with agent/hud.py and written by
-agent/video.py. `PANEL_WIDTH` (the HUD's width in pixels) is re-exported for
+The episodes come from the episode runner (agent/rollout/episodes.py) with a policy
+from agent/dqn/policies.py, each state is drawn with agent/rollout/hud.py and written by
+agent/rollout/video.py. `PANEL_WIDTH` (the HUD's width in pixels) is re-exported for
 callers that size frames.
 
 No TensorFlow is imported here: `q_fn` is whatever maps observations to Q-values.

@@ -1,6 +1,6 @@
 """Writing videos: H.264 mp4 files that browsers play, finalized even when play is interrupted.
 
-`VideoRecorder` takes RGB frames or pygame Surfaces (agent/hud.py draws them)
+`VideoRecorder` takes RGB frames or pygame Surfaces (agent/rollout/hud.py draws them)
 one by one; `check_writable_file` / `check_writable_dir` prove an output path
 can be written before any episode is played.
 """

@@ -4,7 +4,7 @@ Layout of `RUN_DIR/checkpoints/`:
 
     step-000001000/                 one complete checkpoint (the env step is in the name)
         <part>/...                  one directory per part, written by the part itself
-                                    (agent/run_state.py lists a training run's parts)
+                                    (agent/run/run_state.py lists a training run's parts)
         manifest.json               written last: format version, step, parts, library
                                     versions, size and sha256 of every file
     .tmp-step-000002000-XXXX/       a checkpoint being written (or left by a killed run)

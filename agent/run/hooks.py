@@ -1,11 +1,11 @@
 """The side jobs of the training loop, each a periodic hook called after every env step.
 
 A hook is a callable `hook(run) -> str | None` that reads and updates the
-`Run` (agent/training.py) and returns a reason to stop, or None to go on. The
+`Run` (agent/run/loop.py) and returns a reason to stop, or None to go on. The
 loop calls them in order after each whole env step, so a checkpoint always
 holds a state between steps. A hook that reads or uses the networks, the
 update count or the metrics calls `run.settle()` first: with
-`overlap_learning` a learner call may still be running (agent/learner.py).
+`overlap_learning` a learner call may still be running (agent/run/learner.py).
 
     Evaluate         greedy episodes on a separate env every `eval_every` env steps and at the end
     Log              progress.csv, TensorBoard and the progress bar every `log_every` and after each evaluation
@@ -19,21 +19,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from agent.run import run_dir as run_files
-from agent.rollout.evaluation import EvaluationStopped
+from agent.rollout.evaluation import VIDEO_SEED_OFFSET, EvaluationStopped
 from agent.run.logs import ProgressLog
-
-if TYPE_CHECKING:
-    from agent.run.signals import StopSignals
-    from agent.run.training import Run
-
-
-class Hook(Protocol):
-    def __call__(self, run: Run) -> str | None: ...
+from agent.run.loop import Run
+from agent.run.signals import StopSignals
 
 
 def every(period: int, step: int) -> bool:
@@ -56,7 +48,7 @@ class Evaluate:
             except EvaluationStopped:
                 return None  # Ctrl-C: StopWhen ends the run after this step; an evaluation cut short is not recorded
             if result["mean"] > max((e["mean"] for e in s.evaluations), default=-np.inf):
-                run_files.save_model(run.run_dir, run.agent.portable_model(), which="best")  # DQN oscillates: keep its best
+                run.directory.save_model(run.agent.portable_model(), which="best")  # DQN oscillates: keep its best
         s.last_eval, s.last_eval_step = result, s.step
         s.evaluations.append({"env_step": s.step, "mean": result["mean"], "std": result["std"], "train_seconds": run.train_seconds()})
         if s.solved_at is None and run.solve_return is not None and result["mean"] >= run.solve_return:
@@ -111,7 +103,7 @@ def record_video(agent, cfg, path: Path) -> list[float]:
     from agent.rollout.recording import record_episodes
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return record_episodes(agent.q_values, cfg.env_id, path, episodes=1, seed=cfg.seed + 30_000, epsilon=cfg.eval_epsilon,
+    return record_episodes(agent.q_values, cfg.env_id, path, episodes=1, seed=cfg.seed + VIDEO_SEED_OFFSET, epsilon=cfg.eval_epsilon,
                            env_options=env_options(cfg))
 
 
@@ -120,7 +112,7 @@ class RecordVideos:
         if every(run.cfg.record_every, run.state.step):
             run.settle()
             with run.evaluating():  # an evaluation episode: not training time (train_minutes)
-                record_video(run.agent, run.cfg, run.run_dir / "videos" / f"step-{run.state.step:09d}.mp4")
+                record_video(run.agent, run.cfg, run.directory.video_path(run.state.step))
         return None
 
 

@@ -7,7 +7,7 @@ samples' |TD errors| written back as their priorities (Schaul et al. 2016).
 
 With `overlap_learning` the compiled call runs in a worker thread while the
 loop acts and steps the env for the next `train_freq` env steps; on 2 cores
-this is ~9% more env steps per second on Breakout (README, **Overlapped
+this is ~9% more env steps per second on Breakout (docs/throughput.md, **Overlapped
 learning**). Training then acts on the weights as they stood when the running
 call began (a frozen numpy copy, `Learner.act`): acting lags the newest weights
 by one learner call, as distributed DQN's actors lag their learner (Horgan et
@@ -28,6 +28,8 @@ agent acts in TensorFlow the calls run in line.
 
 from __future__ import annotations
 
+import time
+
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -38,6 +40,9 @@ from agent.dqn.networks import NumpyPolicy
 from agent.dqn.policies import epsilon_greedy
 from agent.run.run_state import LoopState
 from replay import ReplayMemory
+
+
+LEARNER_PHASES = ("wait", "sample", "update", "priorities")
 
 
 class Learner:
@@ -56,6 +61,11 @@ class Learner:
         self._pending: tuple[Future[PendingResults], np.ndarray | None] | None = None  # (the call, its samples' replay indices)
         self._pending_step = 0  # the env step at which the pending call began
         self._acting: NumpyPolicy | None = None  # overlap: the weights as the latest call found them (None: the agent's own)
+        # Wall seconds of this session's calls by phase: waiting for the previous (overlapped) call, sampling, the update
+        # in line (overlapped, the update runs in the worker: what acting could not hide shows up as "wait"), and writing
+        # the new priorities (prioritized replay), each counted once.
+        self.seconds = dict.fromkeys(LEARNER_PHASES, 0.0)
+        self.calls = 0
 
     def act(self, obs_batch: np.ndarray, epsilon: float) -> np.ndarray:
         """The training loop's epsilon-greedy actions (`DQNAgent.act` with the agent's RNG). In line: on the newest
@@ -73,7 +83,11 @@ class Learner:
         Raises:
             NonFiniteLossError: a loss or gradient became non-finite, in this call or (overlapped) the previous one.
         """
+        t0, priorities_s = time.perf_counter(), self.seconds["priorities"]
         self.settle()  # the step size, the priorities and the acting copy are written only between calls
+        t1 = time.perf_counter()
+        self.calls += 1
+        self.seconds["wait"] += t1 - t0 - (self.seconds["priorities"] - priorities_s)
         if learning_rate is not None:
             self.agent.set_learning_rate(learning_rate)
         cfg = self.cfg
@@ -84,14 +98,18 @@ class Learner:
             batch, weights, indices = drawn.batch, drawn.weights, drawn.indices
         else:
             batch, weights, indices = self.replay.sample_many(cfg.gradient_steps, cfg.batch_size), None, None
+        t2, priorities_s = time.perf_counter(), self.seconds["priorities"]
+        self.seconds["sample"] += t2 - t1
         if not self.overlap:
             self._take(self.agent.compute_update(batch, weights), indices)
+            self.seconds["update"] += time.perf_counter() - t2 - (self.seconds["priorities"] - priorities_s)
             return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner")
         self._acting = self.agent.frozen_acting_copy()  # what acting uses until the next call, however often this one is settled
         self._pending_step = self.state.step
         self._pending = (self._executor.submit(self.agent.compute_update, batch, weights), indices)
+        self.seconds["update"] += time.perf_counter() - t2  # handing over: the copy of the acting weights, the submit
 
     @property
     def pending(self) -> bool:
@@ -133,7 +151,9 @@ class Learner:
                 raise NonFiniteLossError(f"{e}, in the learner call begun at env step {self._pending_step}") from None
             raise
         if indices is not None:
+            t = time.perf_counter()
             self.replay.update_priorities(indices, td_errors)
+            self.seconds["priorities"] += time.perf_counter() - t
         self.state.metrics = metrics
 
     def _drop_deferred(self, indices: np.ndarray | None) -> None:

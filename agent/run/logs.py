@@ -23,16 +23,16 @@ CSV_FIELDS = [
 
 
 class ProgressLog:
-    """progress.csv and TensorBoard scalars, written side by side."""
+    """progress.csv and TensorBoard scalars, written side by side (the paths: `RunDirectory.progress_csv`, `.tensorboard_dir`)."""
 
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / "progress.csv"
+    def __init__(self, csv_path: Path, tensorboard_dir: Path):
+        self.path = csv_path
         new = not self.path.exists()
         self.file = self.path.open("a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=CSV_FIELDS)
         if new:
             self.writer.writeheader()
-        self.tb = tf.summary.create_file_writer(str(run_dir / "tb"))
+        self.tb = tf.summary.create_file_writer(str(tensorboard_dir))
 
     def write(self, row: dict) -> None:
         self.writer.writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})

@@ -4,14 +4,14 @@
     agent/    networks, optimizer, update count, exploration RNG   (DQNAgent.save_state)
     loop/     env step, episodes, recent returns, evaluations, clocks, the current observation
     rngs/     Python's and numpy's global generators
-    learner/  with overlap_learning: the weights training acts on, one learner call behind (agent/learner.py)
+    learner/  with overlap_learning: the weights training acts on, one learner call behind (agent/run/learner.py)
     replay/   the replay memory's `state_dict()` (left out with --no-save-replay)
     env/      the live env's snapshot (envs/snapshot.py), so a resume continues mid-episode
 
-Each part saves and restores itself; the store (agent/checkpoints.py) only
+Each part saves and restores itself; the store (agent/run/checkpoints.py) only
 seals and finds them. The schedules (epsilon, learning rate) hold no state:
 they are pure functions of the loop's counters. Loading a part checks it
-against the live component first (agent/state_files.py), so a checkpoint made
+against the live component first (agent/core/state_files.py), so a checkpoint made
 for another run is refused with one line before anything changes.
 """
 
@@ -219,7 +219,7 @@ class RunPart:
 def checkpoint_parts(cfg: DQNConfig, agent, replay: ReplayMemory, env, loop: LoopState, *, with_replay: bool = True,
                      learner=None) -> dict[str, Part]:
     """A training run's parts in the order they are written and read (the run's identity first); an overlapping
-    `learner` (agent/learner.py) adds the weights its acting lags on."""
+    `learner` (agent/run/learner.py) adds the weights its acting lags on."""
     signature = {"obs_shape": list(agent.obs_shape), "obs_dtype": str(agent.obs_dtype), "num_actions": agent.num_actions,
                  "target": agent.target is not None}
     parts: dict[str, Part] = {

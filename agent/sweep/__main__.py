@@ -1,3 +1,3 @@
-from agent.sweep.sweep import main
+from agent.sweep.cli import main
 
 main()

@@ -1,10 +1,10 @@
 """The viewer: watch an agent play in a pygame window, record it, or play yourself.
 
 `play(ViewOptions(...))` is what `play.py` runs: it checks the options, builds
-the env and the player (agent/policies.py), and drives the one episode runner
-(agent/episodes.py) through the window loop or, with `headless`, a loop
-without a window. Each state is drawn by agent/hud.py; what is recorded goes
-to agent/video.py. The window adds only what a person needs on top: keys,
+the env and the player (agent/dqn/policies.py), and drives the one episode runner
+(agent/rollout/episodes.py) through the window loop or, with `headless`, a loop
+without a window. Each state is drawn by agent/rollout/hud.py; what is recorded goes
+to agent/rollout/video.py. The window adds only what a person needs on top: keys,
 pause and single steps, speed, a status line, screenshots.
 
 Keys: space (p while playing yourself) pause, `.` one step while paused,
@@ -143,10 +143,10 @@ def load_agent(run_dir: str, env, which: str = "final"):
     Raises:
         UserError: for a missing or corrupt model, or one made for another env.
     """
-    from agent.run import run_dir as run_files
     from agent.dqn.policies import keras_q_fn
+    from agent.run.run_dir import RunDirectory
 
-    model = run_files.load_model(run_dir, which)
+    model = RunDirectory(run_dir).load_model(which)
     obs_shape, n = tuple(env.observation_space.shape), int(env.action_space.n)
     if tuple(model.input_shape[1:]) != obs_shape or model.output_shape[-1] != n:
         raise UserError(
@@ -174,7 +174,7 @@ def exported_runtime(model_path: str) -> str:
 
 
 def load_exported(model_path: str, meta: dict, env):
-    """An exported model (agent/exported.py) as a `q_fn` run by LiteRT or ONNX Runtime; TensorFlow is not imported.
+    """An exported model (agent/export/runtimes.py) as a `q_fn` run by LiteRT or ONNX Runtime; TensorFlow is not imported.
 
     Raises:
         UserError: for an unreadable file, or metadata that does not fit the env it names.
@@ -271,10 +271,10 @@ def play(options: ViewOptions, on_view: Callable | None = None) -> tuple[list[fl
     o = options
     env_id, seen_as = o.env_id, {}  # seen_as: make_env's pixels, pixel_view and action_repeat for the agent's run
     if o.run_dir is not None:
-        from agent.run.run_dir import load_config
-
-        run_config = load_config(o.run_dir)
         from agent.core.config import env_options
+        from agent.run.run_dir import RunDirectory
+
+        run_config = RunDirectory(o.run_dir).load_config()
 
         env_id, seen_as = run_config.env_id, env_options(run_config)
     elif o.model is not None:
@@ -298,7 +298,6 @@ def play(options: ViewOptions, on_view: Callable | None = None) -> tuple[list[fl
     # 2. env and player
     from classic.demos import DemoRecorder
     from agent.rollout.episodes import EpisodeRunner
-    from agent.dqn.policies import HumanPolicy, QPolicy, RandomPolicy, default_epsilon, keyboard_mapping
     from envs import EnvError, action_names, make_env
 
     try:
@@ -307,18 +306,7 @@ def play(options: ViewOptions, on_view: Callable | None = None) -> tuple[list[fl
         raise UserError(str(e)) from None
     try:
         names = action_names(env)
-        num_actions = int(env.action_space.n)
-        if o.human:
-            mapping = keyboard_mapping(env, env_id)
-            if mapping is None:
-                raise UserError(f"no keyboard mapping for {env_id}; --human works with CartPole, MountainCar and Atari games")
-            policy = HumanPolicy(mapping)
-        elif o.player == "random":
-            policy = RandomPolicy(num_actions, o.seed)
-        else:
-            eps = default_epsilon(env_id) if o.epsilon is None else o.epsilon
-            q_fn = load_exported(o.model, model_meta, env) if o.model is not None else load_agent(o.run_dir, env, "best" if o.best else "final")
-            policy = QPolicy(q_fn, num_actions, eps, o.seed)
+        policy = make_player(o, env, env_id, model_meta if o.model is not None else None)
         demos = DemoRecorder(env_id, seen_as) if o.save_demos is not None else None
         runner = EpisodeRunner(env, policy, episodes=o.episodes, seed=o.seed, max_steps=o.max_steps, demos=demos)
         session = Session(o, runner, policy, names, recordings, f"{env_id} - {o.player}", slug, fps, on_view)
@@ -339,6 +327,27 @@ def play(options: ViewOptions, on_view: Callable | None = None) -> tuple[list[fl
     current = runner.current
     stopped = current.score if current is not None and not current.done else None
     return runner.scores, stopped
+
+
+def make_player(o: ViewOptions, env, env_id: str, model_meta: dict | None):
+    """Who plays: you at the keyboard (`--human`), a random player, or the agent (a run's network or an export).
+
+    Raises:
+        UserError: no keyboard mapping for the env, or a model that does not fit it.
+    """
+    from agent.dqn.policies import HumanPolicy, QPolicy, RandomPolicy, default_epsilon, keyboard_mapping
+
+    num_actions = int(env.action_space.n)
+    if o.human:
+        mapping = keyboard_mapping(env, env_id)
+        if mapping is None:
+            raise UserError(f"no keyboard mapping for {env_id}; --human works with CartPole, MountainCar and Atari games")
+        return HumanPolicy(mapping)
+    if o.player == "random":
+        return RandomPolicy(num_actions, o.seed)
+    eps = default_epsilon(env_id) if o.epsilon is None else o.epsilon
+    q_fn = load_exported(o.model, model_meta, env) if o.model is not None else load_agent(o.run_dir, env, "best" if o.best else "final")
+    return QPolicy(q_fn, num_actions, eps, o.seed)
 
 
 # --------------------------------------------------------------------------- the loops

@@ -68,7 +68,7 @@ def main(env_name: str, steps: int, fill: int, seed: int, as_json: bool) -> None
         from stable_baselines3.common.vec_env import VecFrameStack
     except ImportError as e:
         click.echo(f"error: the peer bench needs Stable-Baselines3 and torch ({e.name} is missing); install them with: "
-                   "pip install -e '.[peers]' (torch's CPU build: see the README's peer bench section)", err=True)
+                   "pip install -e '.[peers]' (torch's CPU build: see docs/throughput.md)", err=True)
         sys.exit(2)
 
     gym.register_envs(ale_py)

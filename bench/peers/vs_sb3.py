@@ -24,7 +24,7 @@ ratio of the medians; `--json` ends with one line
     python bench/peers/vs_sb3.py --steps 5000 --repeats 3 [--json]
     python bench/peers/vs_sb3.py --env CartPole-v1 --steps 20000 --fill 1000 --repeats 3 [--json]
 
-Needs the `peers` extra (stable-baselines3 and torch; see the README).
+Needs the `peers` extra (stable-baselines3 and torch; see docs/throughput.md).
 """
 
 from __future__ import annotations

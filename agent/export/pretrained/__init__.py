@@ -17,7 +17,9 @@ HERE = Path(__file__).resolve().parent
 
 def available() -> list[str]:
     """The names of the shipped agents (the folders here that hold a model.keras)."""
-    return sorted(p.name for p in HERE.iterdir() if (p / "model.keras").is_file())
+    from agent.run.run_dir import RunDirectory
+
+    return sorted(p.name for p in HERE.iterdir() if RunDirectory(p).has_model())
 
 
 def pretrained_dir(name: str) -> Path:

@@ -1,0 +1,34 @@
+"""Reading `.npz` archives safely: every array whole, pickled objects refused (a data file must never run code)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from classic.errors import ClassicError, first_line
+
+
+def load_npz(path: str | os.PathLike, keys: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+    """Every key of an `.npz` as plain arrays, refusing pickled objects (a file must not run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClassicError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise ClassicError(f"{path}: expected an .npz archive ({what}), got a single array")
+            missing = [k for k in keys if k not in f.files]
+            if missing:
+                raise ClassicError(f"{path}: not {what}: missing {', '.join(missing)} (has {', '.join(f.files) or 'nothing'})")
+            return {k: f[k] for k in f.files}
+    except ClassicError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e):  # numpy's "Object arrays cannot be loaded ..." goes on to advise unpickling: never pass that on
+            raise ClassicError(f"{path}: cannot read {what}: it holds Python objects, which are never loaded "
+                               "(arrays must be numeric, saved without pickle)") from None
+        raise ClassicError(f"{path}: cannot read {what}: {first_line(e)}") from None
+    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError: a truncated or foreign file
+        raise ClassicError(f"{path}: cannot read {what}: {first_line(e)}") from None
