@@ -44,6 +44,7 @@ import numpy as np
 
 from agent.core.config import DQNConfig, env_options
 from common.errors import UserError
+from agent.rollout.evaluation import PREDICT_SEED_OFFSET
 from agent.run.loop import TrainingInterrupted, TrainResult
 from agent.run.run_dir import RunDirectory
 from agent.run.trainer import Trainer
@@ -140,7 +141,7 @@ class DQN:
               save_replay: bool = True, finished_ok: bool = True) -> None:
         self._custom_env = env is not None
         self._frames = None
-        self._predict_rng = np.random.default_rng(cfg.seed + 40_000)  # predict never draws from the training RNG
+        self._predict_rng = np.random.default_rng(cfg.seed + PREDICT_SEED_OFFSET)  # predict never draws from the training RNG
         self.last_result: TrainResult | None = None
         if self._custom_env and cfg.record_every:
             raise UserError("record_every needs an env train.py can build from its id; videos of an env of your own: record them yourself")

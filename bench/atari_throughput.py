@@ -2,9 +2,9 @@
 """Atari training throughput: env steps/s while learning, and where the time goes, read from the real loop.
 
 Trains with the preset (and `--set` overrides) through the real `Trainer` and
-`run_loop`: random play up to `learning_starts` (acting at the final epsilon
-from the first step, so the network runs on ~every step, as it does for most
-of a run), `WARMUP_STEPS` more env steps so the compiled update and acting
+`run_loop`, acting at the preset's final epsilon from the first step (so the
+network runs on ~every step, as it does for most of a run; the replay fills
+with that play until `learning_starts`), `WARMUP_STEPS` more env steps so the compiled update and acting
 functions are traced, then `--steps` timed env steps. The figures are the
 loop's own phase timings over those steps (`Run.phases`: act, env, store,
 learn, sync, hooks; `Learner.seconds`: wait, sample, update), so the bench

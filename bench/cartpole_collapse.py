@@ -94,6 +94,7 @@ def main(seed, preset, every, overrides, run_dir, episodes, as_json):
     from agent.core import config as config_lib
     from agent.core.presets import resolve_config
     from agent.dqn.policies import keras_q_fn
+    from agent.rollout.evaluation import EVAL_ENV_SEED_OFFSET, evaluation_seed
     from agent.run.run_dir import RunDirectory
     from agent.run.trainer import train
     from envs import make_env
@@ -102,8 +103,8 @@ def main(seed, preset, every, overrides, run_dir, episodes, as_json):
         run_cfg = RunDirectory(run_dir).load_config()
         if run_cfg.env_id != "CartPole-v1":
             raise click.UsageError(f"--run {run_dir} trained {run_cfg.env_id}; this bench looks at CartPole-v1 runs")
-        env = make_env(run_cfg.env_id, seed=seed + 10_000, mode="eval", **config_lib.env_options(run_cfg))
-        look = greedy_episodes(keras_q_fn(RunDirectory(run_dir).load_model()), env, episodes, seed + 20_000)
+        env = make_env(run_cfg.env_id, seed=seed + EVAL_ENV_SEED_OFFSET, mode="eval", **config_lib.env_options(run_cfg))
+        look = greedy_episodes(keras_q_fn(RunDirectory(run_dir).load_model()), env, episodes, evaluation_seed(seed))
         e = look["ends"]
         click.echo(f"{run_dir}: greedy {look['mean']:.1f} over {episodes} episodes; ended by the pole {e['pole']}, the cart leaving "
                    f"the track {e['cart']}, the time limit {e['time']}; max Q {look['q_max']:.1f}, |gap| {look['gap']:.2f}")
@@ -116,7 +117,7 @@ def main(seed, preset, every, overrides, run_dir, episodes, as_json):
         seed=seed, eval_every=0, eval_episodes=1, checkpoint_every=0, record_every=0)
     if cfg.pixels:  # the slices read x from the replay's state vectors
         raise click.UsageError("training in slices looks at state CartPole only; for a pixel run use --run DIR on the finished run")
-    env = make_env(cfg.env_id, seed=seed + 10_000, mode="eval")
+    env = make_env(cfg.env_id, seed=seed + EVAL_ENV_SEED_OFFSET, mode="eval")
     rows = []
     click.echo(f"preset {preset} {' '.join(overrides)} seed {seed}: a look every {every:,} env steps")
     click.echo(f"{'env step':>8}  {'greedy':>6}  {'pole/cart/time ends':>19}  {'max Q':>6}  {'|gap|':>6}  {'replay terminal: all':>20}  {'newest':>6}  {'cart ends':>9}")
@@ -124,7 +125,7 @@ def main(seed, preset, every, overrides, run_dir, episodes, as_json):
         run = Path(tmp)
         for stop in range(every, cfg.total_steps + 1, every):
             train(cfg.replace(total_steps=cfg.total_steps + 1), run, progress=False, resume=stop > every, keep=1, pause_at=stop)
-            look = greedy_episodes(keras_q_fn(RunDirectory(run).load_model()), env, episodes, seed + 20_000)
+            look = greedy_episodes(keras_q_fn(RunDirectory(run).load_model()), env, episodes, evaluation_seed(seed))
             mem = replay_terminals(run, stop, every)
             row = {"env_step": stop, **look, **mem}
             rows.append(row)

@@ -232,3 +232,17 @@ def test_a_demos_file_with_pickled_objects_is_refused_without_advice_to_unpickle
     message = str(caught.value)
     assert str(path) in message and "Python objects" in message
     assert "allow_pickle" not in message and "pickle.load" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage\n", b"PK\x03\x04cut short"])
+def test_a_file_that_is_not_an_npz_archive_is_refused_in_one_line_without_pickle_advice(tmp_path, content):
+    from classic.demos import load_demos
+    from classic.errors import ClassicError
+
+    path = tmp_path / "demos.npz"
+    path.write_bytes(content)
+    with pytest.raises(ClassicError) as caught:
+        load_demos(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message and "pickle" not in message.split("(")[0].lower()
+    assert "allow_pickle" not in message and "Python objects" not in message

@@ -51,7 +51,7 @@ def clean_env() -> dict[str, str]:
 
 
 def test_wheel_ships_every_preset_and_both_tools(installed, tmp_path):
-    code = ("import agent.config as c, agent.presets as p, pathlib; "
+    code = ("import agent.core.config as c, agent.core.presets as p, pathlib; "
             "print(pathlib.Path(c.__file__).parent); print(' '.join(p.available_presets()))")
     out = sh(installed / "python", "-c", code, cwd=tmp_path, env=clean_env()).stdout.split("\n")
     assert str(ROOT) not in out[0], "the checkout, not the installed package, was imported"

@@ -349,6 +349,8 @@ def test_resume_refuses_other_options_and_finished_runs(straight):
     run, _ = straight
     result = CliRunner().invoke(train_cli.main, ["--resume", str(run), "--seed", "3"])
     assert result.exit_code == 2 and "--seed cannot be combined with it" in result.stderr
+    result = CliRunner().invoke(train_cli.main, ["--resume", str(run), "--seed", "0", "--eval-every", "0"])  # 0 is a value too
+    assert result.exit_code == 2 and "--seed, --eval-every cannot be combined with it" in result.stderr
     result = CliRunner().invoke(train_cli.main, ["--resume", str(run), "--no-progress"])
     assert result.exit_code == 2 and "finished its 2,000 env steps; pass --steps" in result.stderr
 

@@ -60,8 +60,8 @@ class TrainOptions:
         if not self.resuming:
             return
         how_to_run = ("progress", "resume_dir", "keep", "save_replay")
-        clash = [f"--{_flag(f.name)}" for f in fields(self)
-                 if f.name not in (*RESUME_MAY_CHANGE, *how_to_run) and getattr(self, f.name) not in (None, False, ())]
+        given = [f.name for f in fields(self) if f.name not in (*RESUME_MAY_CHANGE, *how_to_run)]
+        clash = [f"--{_flag(name)}" for name in given if _was_given(getattr(self, name))]
         if clash:
             raise UserError(f"--resume continues the saved config; {', '.join(clash)} cannot be combined with it "
                             "(only --steps, --minutes and --checkpoint-every can change)")
@@ -87,6 +87,11 @@ class TrainOptions:
         if self.pixels and preset is None and self.config_file is None and env_id == "CartPole-v1":
             preset = "cartpole-pixels"
         return env_id, preset
+
+
+def _was_given(value: Any) -> bool:
+    """Whether an option was on the command line: None, an unset flag and no `--set` are absent; 0 is a value."""
+    return value is not None and value is not False and value != ()
 
 
 def _flag(name: str) -> str:

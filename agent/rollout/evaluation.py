@@ -15,6 +15,7 @@ from agent.dqn.policies import AgentPolicy
 EVAL_ENV_SEED_OFFSET = 10_000  # the evaluation env is made with seed + 10,000
 EVAL_EPISODES_SEED_OFFSET = 20_000  # evaluation episode i resets with seed + 20,000 + i: every evaluation of a run starts alike
 VIDEO_SEED_OFFSET = 30_000  # the episodes recorded during training (`record_every`)
+PREDICT_SEED_OFFSET = 40_000  # `DQN.predict`'s exploration (agent/api.py): never the training RNG
 
 
 def evaluation_seed(run_seed: int) -> int:

@@ -156,7 +156,8 @@ class PhaseTimes:
 
     act: choosing actions; env: env steps and resets; store: replay writes; learn: the learner calls
     (sampling, the update and, with `overlap_learning`, waiting for the previous call: `Learner.phases`
-    splits it); sync: target syncs; hooks: evaluation, logs, checkpoints, videos. A bench reads these
+    splits it); sync: target syncs; hooks: evaluation, logs, checkpoints, videos (a wait for an overlapped
+    learner call inside a sync or a hook counts there, not as the learner's wait). A bench reads these
     from the real loop (bench/atari_throughput.py) instead of timing a copy of it.
     """
 
@@ -169,9 +170,6 @@ class PhaseTimes:
         self.seconds[phase] += now - since
         self.counts[phase] += 1
         return now
-
-    def per_call_ms(self) -> dict[str, float]:
-        return {k: 1e3 * v / self.counts[k] for k, v in self.seconds.items() if self.counts[k]}
 
 
 @dataclass
