@@ -21,7 +21,7 @@ def load_npz(path: str | os.PathLike, keys: tuple[str, ...], what: str) -> dict[
     except OSError as e:
         raise ClassicError(f"{path}: cannot read {what}: {e.strerror or e}") from None
     if magic[:4] != b"PK\x03\x04" and magic != b"\x93NUMPY":  # neither a zip archive (.npz) nor one array (.npy)
-        raise ClassicError(f"{path}: not {what}: expected an .npz archive written by numpy.savez")
+        raise ClassicError(f"{path}: cannot read {what}: not an .npz archive (one written by numpy.savez)")
     try:
         with np.load(path, allow_pickle=False) as f:
             if not hasattr(f, "files"):

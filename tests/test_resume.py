@@ -345,6 +345,35 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert train(cfg, run, progress=False, resume=True).env_steps == 1_000
 
 
+def test_a_full_disk_at_the_first_checkpoint_advises_a_command_that_works(tmp_path, monkeypatch):
+    """No complete checkpoint: `--resume` could not work, so the advice is to start again from the run's own config;
+    after space is freed, that very command trains the run to its end in its own directory."""
+    import shlex
+
+    run = tmp_path / "run"
+    real = state_files.save_npy
+
+    def full_disk(path, array):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(state_files, "save_npy", full_disk)
+    args = ["--env", "CartPole-v1", "--run-dir", str(run), "--steps", "600", "--checkpoint-every", "300", "--eval-every", "300",
+            "--eval-episodes", "2", "--set", "learning_starts=200", "--set", "final_eval_episodes=2", "--no-progress"]
+    result = CliRunner().invoke(train_cli.main, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "cannot write checkpoint step-000000300" in line and "No space left on device" in line and "--resume" not in line
+    hint = line.split("free some space and start again with: ")[1]
+    command = shlex.split(hint)
+    assert command[:2] == ["python", "train.py"]
+    monkeypatch.setattr(state_files, "save_npy", real)  # the space is freed
+    result = CliRunner().invoke(train_cli.main, [*command[2:], "--no-progress"])
+    assert result.exit_code == 0, result.output
+    final = json.loads((run / "eval.json").read_text())
+    assert final["env_step"] == 600 and [p.name for p in sorted((run / "checkpoints").glob("step-*"))] == ["step-000000300", "step-000000600"]
+    assert not list(tmp_path.glob(".run.replaced-*"))  # the failed first attempt, kept aside until now, is gone
+
+
 def test_resume_refuses_other_options_and_finished_runs(straight):
     run, _ = straight
     result = CliRunner().invoke(train_cli.main, ["--resume", str(run), "--seed", "3"])

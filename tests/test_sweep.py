@@ -129,6 +129,9 @@ def closed_port() -> int:
     (["--grid", "gamma=0.9,0.9"], "listed twice"),
     (["--address", "ray://10.0.0.1:10001"], "Ray Client (ray://) is not supported"),
     (["--address", "headnode"], "expected HOST:PORT"),
+    (["--address", "8.8.8.8:6379"], "8.8.8.8 is a public address (8.8.8.8), and a Ray cluster runs any code sent to it"),
+    (["--address", "[2001:4860:4860::8888]:6379"], "is a public address"),
+    (["--address", "no-such-host.invalid:6379"], "does not resolve"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_ray_starts(tmp_path, no_ray, args, message):
     out = tmp_path / "sweep"
@@ -366,3 +369,29 @@ def test_a_trial_on_a_node_that_dies_is_retried_and_resumes(tmp_path):
             proc.kill()
             proc.wait()
         cluster.shutdown()
+
+
+@pytest.mark.parametrize("ip", ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.20", "::1", "fd00::5", "fe80::1%eth0", "::ffff:10.0.0.7"])
+def test_loopback_and_private_addresses_pass_the_public_check(ip):
+    from agent.sweep.cluster import check_private
+
+    check_private(ip, f"[{ip}]:6379")  # no error
+
+
+def test_allow_public_address_goes_on_to_ask_the_cluster(tmp_path, no_ray):
+    """With the flag the public check is skipped, and the next one (does a Ray cluster answer there?) runs: a port of this
+    machine that nothing listens on stands in for the public host, so no packet leaves the machine."""
+    from agent.sweep import cluster
+
+    calls = []
+    real = cluster.check_private
+    cluster.check_private = lambda host, address: calls.append(host)
+    try:
+        with pytest.raises(UserError, match="no Ray cluster answers"):
+            check_address(f"127.0.0.1:{closed_port()}", allow_public=True)
+        assert calls == []
+        with pytest.raises(UserError, match="no Ray cluster answers"):
+            check_address(f"127.0.0.1:{closed_port()}")
+        assert calls == ["127.0.0.1"]
+    finally:
+        cluster.check_private = real

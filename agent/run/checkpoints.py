@@ -195,13 +195,16 @@ class CheckpointStore:
     Args:
         root: the `checkpoints/` directory (created on the first save).
         keep: complete checkpoints kept (at least 1; the newest is never deleted).
-        resume_hint: the command that continues the run, named when a write fails.
+        resume_hint: the command that continues the run, named when a write fails after a complete checkpoint.
+        restart_hint: the command that starts the run again, named when its first checkpoint cannot be written
+            (with none complete there is nothing to resume from).
     """
 
-    def __init__(self, root: str | Path, *, keep: int = 3, resume_hint: str = ""):
+    def __init__(self, root: str | Path, *, keep: int = 3, resume_hint: str = "", restart_hint: str = ""):
         self.root = Path(root)
         self.keep = max(int(keep), 1)
         self.resume_hint = resume_hint
+        self.restart_hint = restart_hint
         self.last_step: int | None = None  # env step of the newest checkpoint this process wrote or read
 
     @property
@@ -258,8 +261,12 @@ class CheckpointStore:
         return final
 
     def _write_failed(self, name: str, reason: str) -> CheckpointError:
-        previous = f"the previous checkpoint ({self.last_name}) is kept" if self.last_name else "no earlier checkpoint exists"
-        hint = f"; free some space and continue with: {self.resume_hint}" if self.resume_hint else ""
+        if self.last_name:
+            previous = f"the previous checkpoint ({self.last_name}) is kept"
+            hint = f"; free some space and continue with: {self.resume_hint}" if self.resume_hint else ""
+        else:  # nothing complete to resume from: the advice must be a command that works in this state
+            previous = "no earlier checkpoint exists"
+            hint = f"; free some space and start again with: {self.restart_hint}" if self.restart_hint else ""
         return CheckpointError(f"cannot write checkpoint {name} in {self.root}: {reason}; {previous}{hint}")
 
     def latest(self) -> Path:

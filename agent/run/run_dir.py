@@ -94,6 +94,10 @@ class RunDirectory:
         """The command that continues this run, as this process was started (`python train.py` or `tfdqn-train`)."""
         return f"{command('train')} --resume {self.path}"
 
+    def restart_command(self) -> str:
+        """The command that trains this run again from its first step: its own saved config, in its own directory."""
+        return f"{command('train')} --config {self.path / self.CONFIG} --run-dir {self.path} --force"
+
     # ----- creating, replacing and locking
 
     def holds_run(self) -> bool:
@@ -202,7 +206,8 @@ class RunDirectory:
 
     def checkpoint_store(self, keep: int = 3) -> CheckpointStore:
         """The store of this run's checkpoints, keeping the newest `keep` complete ones."""
-        return CheckpointStore(self.path / self.CHECKPOINTS, keep=keep, resume_hint=self.resume_command())
+        return CheckpointStore(self.path / self.CHECKPOINTS, keep=keep, resume_hint=self.resume_command(),
+                               restart_hint=self.restart_command())
 
     def has_checkpoint(self) -> bool:
         """Whether the run holds at least one complete (sealed) checkpoint."""

@@ -138,20 +138,22 @@ def same_command() -> str:
               "lists in brackets: hidden_sizes=[64,64],[128,128]).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="A sweep file (TOML) holding these options; flags win over it.")
 @click.option("--address", default=None, help="Join the Ray cluster at HOST:PORT (`ray start --head` prints it) or `auto`.  [default: start Ray on this machine]")
+@click.option("--allow-public-address", is_flag=True, help="Join a cluster whose address is neither loopback nor private (secure it first: docs/sweeps.md).")
 @click.option("--cpus", type=click.IntRange(min=1), default=None, help="Cores Ray may use on this machine (without --address).  [default: all]")
 @click.option("--cpus-per-trial", type=click.FloatRange(min=0.1), default=1.0, show_default=True, help="Cores Tune reserves for each trial.")
 @click.option("--max-failures", type=click.IntRange(min=0), default=3, show_default=True, help="Retries of a trial whose process or node dies (each resumes its checkpoint).")
 @click.option("--search", is_flag=True, help="Try --budget settings drawn from the grid, and stop trials that trail early (ASHA).")
 @click.option("--budget", type=int, default=None, help="With --search: the number of grid settings to try.")
 @cli_errors(interrupt_hint=lambda kw: f"; resume with the same command: {same_command()}")
-def main(env_ids, seeds, first_seed, steps, out, preset, overrides, grid_pairs, config_file, address, cpus, cpus_per_trial, max_failures, search, budget):
+def main(env_ids, seeds, first_seed, steps, out, preset, overrides, grid_pairs, config_file, address, allow_public_address, cpus, cpus_per_trial,
+         max_failures, search, budget):
     """Run a grid of envs x settings x seeds as Ray Tune trials, each a run directory; summarize finals (IQM, 95% CI) and curves."""
     if address is not None and cpus is not None:
         raise UserError("--cpus sizes the Ray started on this machine; a cluster joined with --address has its own (`ray start --num-cpus`)")
     spec = build_spec(env_ids, preset, config_file, overrides, grid_pairs, seeds, first_seed, steps, search, budget)
     trials = plan(spec)
     if address is not None:
-        check_address(address)
+        check_address(address, allow_public=allow_public_address)
     import_ray()
     out_dir, resuming = prepare_out(out, spec, trials)
     started = time.perf_counter()

@@ -5,6 +5,7 @@ Ray is an optional extra (`pip install '.[cluster]'`) and is imported only insid
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -16,17 +17,43 @@ RAY_FLOOR = (2, 60)  # the oldest ray[tune] this package is tested with (pyproje
 ADDRESS_TIMEOUT_S = 3.0  # seconds to wait for a cluster's address to accept a connection
 
 
-def check_address(address: str, timeout_s: float = ADDRESS_TIMEOUT_S) -> None:
+def check_private(host: str, address: str) -> None:
+    """Refuse a host that resolves to anything but loopback or a private network (a Ray cluster runs the code it is sent:
+    one reachable from the internet is anyone's; docs/sweeps.md says how to secure one).
+
+    Raises:
+        UserError: the host does not resolve, or one of its addresses is public.
+    """
+    try:
+        resolved = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (socket.gaierror, UnicodeError) as e:
+        raise UserError(f"--address {address}: {host!r} does not resolve ({e.strerror if isinstance(e, OSError) else e}); "
+                        "give the head node's private IP and port") from None
+    public = sorted(ip for ip in resolved if not _private_ip(ip))
+    if public:
+        raise UserError(f"--address {address}: {host} is a public address ({', '.join(public)}), and a Ray cluster runs any code sent "
+                        "to it; join it over a private network or an SSH tunnel (docs/sweeps.md), or pass --allow-public-address")
+
+
+def _private_ip(text: str) -> bool:
+    ip = ipaddress.ip_address(text.split("%")[0])  # an IPv6 zone (fe80::1%eth0) is not part of the address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def check_address(address: str, timeout_s: float = ADDRESS_TIMEOUT_S, *, allow_public: bool = False) -> None:
     """Refuse a cluster address where no Ray cluster answers within `timeout_s` (`ray.init` would retry for 20 s and more).
 
     A TCP connection first (refused or silent: no cluster), then the call every
     Ray client makes first, GCS's GetClusterId, over gRPC with the same
     deadline: a proxy or another server that accepts the connection answers it
     as something else. `auto` (the cluster `ray start` left on this machine)
-    is checked by Ray when it connects.
+    is checked by Ray when it connects. Before any of that, the host is resolved
+    and refused unless it is loopback or private (`allow_public` lifts that).
 
     Raises:
-        UserError: a malformed address, Ray Client's ray://, or no Ray cluster answering.
+        UserError: a malformed address, Ray Client's ray://, a public host, or no Ray cluster answering.
     """
     if address == "auto":
         return
@@ -36,6 +63,8 @@ def check_address(address: str, timeout_s: float = ADDRESS_TIMEOUT_S) -> None:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise UserError(f"--address {address!r}: expected HOST:PORT (the address `ray start --head` printed, e.g. 10.0.0.5:6379) or auto")
+    if not allow_public:
+        check_private(host.strip("[]"), address)
     hint = "start one with `ray start --head`, or leave out --address to run on this machine"
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
