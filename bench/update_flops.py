@@ -13,7 +13,8 @@ head and the loss in float32), on the preset's Q-network:
   target's forward pass on s' (and the online one on s' with Double DQN);
 - the update split into its parts, each timed alone in its own
   `tf.function` on the same shapes: the convolutions forward and backward, the
-  dense layers forward and backward, the target's forward pass, Adam's step.
+  dense layers forward and backward, the target's forward pass, Adam's step
+  (the fused one the agent takes, `agent.dqn.agent.fused_adam_step`).
 
 The share `update GFLOP/s / matmul GFLOP/s` is the figure to move
 (docs/throughput.md). Timings are medians over `--repeats` after a warm-up.
@@ -146,9 +147,12 @@ def time_parts(agent, batch, repeats: int) -> dict[str, float]:
     target_forward = tf.function(lambda: agent.target(next_obs, training=False))
     variables = online.trainable_variables
     grads = [tf.zeros_like(v) for v in variables]
+    from agent.dqn.agent import fused_adam_step
+
     adam = keras.optimizers.Adam(learning_rate=0.0)  # its own slots: the agent's optimizer state stays as it was
     adam.build(variables)
-    adam_step = tf.function(lambda: adam.apply(grads, variables))
+    # the step the agent takes: fused where it can be (`DQNAgent._fused_adam`), Keras's own otherwise
+    adam_step = tf.function(lambda: fused_adam_step(adam, grads, variables) if agent._fused_adam else adam.apply(grads, variables))
     parts = {"dense": lambda: [g.numpy() for g in dense_step()], "target_forward": lambda: target_forward().numpy(),
              "adam": lambda: adam_step()}
     if convs and conv_vars:
@@ -161,7 +165,7 @@ def measure(cfg, precision: str, steps: int, batch_size: int, repeats: int) -> d
     from agent.dqn.agent import DQNAgent
     from envs import make_env, obs_signature
 
-    cfg = cfg.replace(precision=precision, batch_size=batch_size, gradient_steps=steps)
+    cfg = cfg.replace(precision=precision, batch_size=batch_size, gradient_steps=steps)  # --set fused_adam=true: the fused step
     env = make_env(cfg.env_id, seed=cfg.seed, mode="train", **_env_options(cfg))
     obs_shape, obs_dtype, num_actions = obs_signature(env)
     env.close()

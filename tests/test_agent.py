@@ -277,3 +277,53 @@ def test_dueling_head_survives_save_and_load(tmp_path):
     v, a = features @ vk + vb, features @ ak + ab
     np.testing.assert_allclose(expected, v + a - a.mean(axis=1, keepdims=True), rtol=1e-5, atol=1e-5)
     assert not np.allclose(a - a.mean(axis=1, keepdims=True), 0.0)  # the advantages are not all equal
+
+
+def test_the_fused_adam_step_is_keras_adams_step():
+    """`fused_adam_step` (TF's ResourceApplyAdam on the optimizer's own slots) against `optimizer.apply` on the same weights
+    and gradients for 30 steps, with the step size changed on the way as `learning_rate_end` does: the same weights, moments
+    and step count up to float32 rounding."""
+    import keras
+    import tensorflow as tf
+
+    from agent.dqn.agent import can_fuse_adam, fused_adam_step
+
+    rng = np.random.default_rng(0)
+    shapes = [(3, 3, 4, 8), (8,), (64, 16), (16,)]
+    start = [rng.standard_normal(s).astype(np.float32) * 0.1 for s in shapes]
+    ours, theirs = [keras.Variable(x) for x in start], [keras.Variable(x) for x in start]
+    fused_opt, keras_opt = (keras.optimizers.Adam(2.5e-4, epsilon=1.5e-4) for _ in range(2))
+    fused_opt.build(ours)
+    keras_opt.build(theirs)
+    assert can_fuse_adam(fused_opt) and not can_fuse_adam(keras.optimizers.Adam(amsgrad=True))
+    fused = tf.function(lambda grads: fused_adam_step(fused_opt, grads, ours))
+    plain = tf.function(lambda grads: keras_opt.apply(grads, theirs))
+    for step in range(30):
+        grads = [tf.constant(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+        fused(grads)
+        plain(grads)
+        if step == 10:
+            fused_opt.learning_rate = keras_opt.learning_rate = 1e-4
+    assert int(fused_opt.iterations) == int(keras_opt.iterations) == 30
+    for a, b in zip([*ours, *fused_opt._momentums, *fused_opt._velocities], [*theirs, *keras_opt._momentums, *keras_opt._velocities]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ours[2].numpy(), start[2])  # the weights did move
+
+
+def test_fused_adam_is_a_config_choice_that_rmsprop_refuses():
+    from agent.core.presets import resolve_config
+    from agent.dqn.agent import DQNAgent
+    from common.errors import UserError
+
+    cfg = resolve_config(env_id="CartPole-v1").replace(fused_adam=True)
+    agent = DQNAgent((4,), np.float32, 2, cfg)
+    assert agent._fused_adam and not DQNAgent((4,), np.float32, 2, cfg.replace(fused_adam=False))._fused_adam
+    rng = np.random.default_rng(0)
+    batch = Batch(rng.standard_normal((8, 4)).astype(np.float32), rng.integers(0, 2, 8), np.ones(8, np.float32),
+                  rng.standard_normal((8, 4)).astype(np.float32), np.zeros(8, bool))
+    before = [w.copy() for w in agent.online.get_weights()]
+    agent.update(batch)
+    assert agent.num_updates == 1 and int(agent.optimizer.iterations) == 1
+    assert any(not np.array_equal(a, b) for a, b in zip(before, agent.online.get_weights()))
+    with pytest.raises(UserError, match="fused_adam is Adam's fused step"):
+        cfg.replace(optimizer="rmsprop")

@@ -56,6 +56,7 @@ class DQNConfig:
     learning_rate: float = 1e-3  # optimizer step size
     learning_rate_end: float | None = None  # if set, the step size moves linearly to this by total_steps (env steps)
     adam_epsilon: float = 1e-7  # Adam's epsilon (Keras default; Dopamine uses 1.5e-4 on Atari)
+    fused_adam: bool = False  # Adam's step as TF's fused kernel: the same update up to float32 rounding, 2.2 instead of 6.6 ms for the Nature CNN (docs/throughput.md)
     batch_size: int = 64  # transitions per update
     gamma: float = 0.99  # discount per env step
     n_steps: int = 1  # env steps summed into each target before bootstrapping (Sutton 1988; Rainbow uses 3)
@@ -308,6 +309,7 @@ def validate(cfg: DQNConfig) -> DQNConfig:
     need(cfg.pixel_view in PIXEL_VIEWS, f"pixel_view must be {views}, got {cfg.pixel_view!r}")
     need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     need(cfg.optimizer in ("adam", "rmsprop"), f"optimizer must be 'adam' or 'rmsprop', got {cfg.optimizer!r}")
+    need(not cfg.fused_adam or cfg.optimizer == "adam", f"fused_adam is Adam's fused step; with optimizer = {cfg.optimizer!r} set fused_adam = false")
     need(cfg.loss in ("huber", "mse"), f"loss must be 'huber' or 'mse', got {cfg.loss!r}")
     for name in ("eval_every", "log_every", "checkpoint_every", "record_every"):
         need(getattr(cfg, name) >= 0, f"{name} must be >= 0 env steps, got {getattr(cfg, name)}")

@@ -55,6 +55,35 @@ def make_optimizer(cfg: DQNConfig) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(learning_rate=cfg.learning_rate, epsilon=cfg.adam_epsilon)
 
 
+def fused_adam_step(optimizer: keras.optimizers.Adam, grads, variables) -> None:
+    """Keras Adam's step, one fused kernel per variable (TensorFlow's `ResourceApplyAdam`) on the optimizer's own slots.
+
+    The same update as `optimizer.apply` (Kingma & Ba 2015, with Keras's bias correction at step
+    `iterations + 1` and epsilon outside the square root), in one pass over each variable's memory where
+    Keras runs about eight ops: 2.2 ms instead of 6.6 ms for the Nature CNN's 1.7M weights on a 2-core
+    Xeon (docs/throughput.md). The state stays the optimizer's (`iterations`, momentums, velocities), so
+    checkpoints do not change. Only for plain Adam (no amsgrad, weight decay, clipping or EMA of its own).
+    """
+    step = tf.cast(optimizer.iterations + 1, tf.float32)
+    beta_1, beta_2 = tf.cast(optimizer.beta_1, tf.float32), tf.cast(optimizer.beta_2, tf.float32)
+    learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
+    beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
+    for variable, grad in zip(variables, grads):
+        i = optimizer._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(var=variable.handle, m=optimizer._momentums[i].handle, v=optimizer._velocities[i].handle,
+                                     beta1_power=beta_1_power, beta2_power=beta_2_power, lr=learning_rate, beta1=beta_1,
+                                     beta2=beta_2, epsilon=tf.cast(optimizer.epsilon, tf.float32), grad=tf.cast(grad, tf.float32))
+    optimizer.iterations.assign_add(1)
+
+
+def can_fuse_adam(optimizer: keras.optimizers.Optimizer) -> bool:
+    """Whether `fused_adam_step` does exactly what `optimizer.apply` would: plain Adam, nothing added to it."""
+    return (type(optimizer) is keras.optimizers.Adam and not optimizer.amsgrad and optimizer.weight_decay is None
+            and optimizer.clipnorm is None and optimizer.global_clipnorm is None and optimizer.clipvalue is None
+            and not optimizer.use_ema and optimizer.gradient_accumulation_steps is None
+            and hasattr(optimizer, "_momentums") and hasattr(optimizer, "_velocities"))
+
+
 class DQNAgent:
     """Online and target Q-networks, an optimizer and an exploration RNG.
 
@@ -82,6 +111,7 @@ class DQNAgent:
         self.sync_target()
         self.optimizer = make_optimizer(cfg)
         self.optimizer.build(self.online.trainable_variables)
+        self._fused_adam = cfg.fused_adam and can_fuse_adam(self.optimizer)  # off by default: the rounding differs from Keras's step
         self.rng = np.random.default_rng(seed)
         self.num_updates = 0  # gradient steps taken
         self._update_fn = tf.function(self._update_many, jit_compile=cfg.jit_compile, reduce_retracing=True)
@@ -333,7 +363,10 @@ class DQNAgent:
             grads, _ = tf.clip_by_global_norm(grads, self.cfg.max_grad_norm, use_norm=grad_norm)
 
         def apply():
-            self.optimizer.apply(grads, variables)
+            if self._fused_adam:
+                fused_adam_step(self.optimizer, grads, variables)
+            else:
+                self.optimizer.apply(grads, variables)
             return tf.constant(True)
 
         tf.cond(finite, apply, lambda: tf.constant(False))
