@@ -374,6 +374,27 @@ def test_a_full_disk_at_the_first_checkpoint_advises_a_command_that_works(tmp_pa
     assert not list(tmp_path.glob(".run.replaced-*"))  # the failed first attempt, kept aside until now, is gone
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_told_a_command_that_works(tmp_path):
+    """Killed after writing its config and before any checkpoint: `--resume` is refused, and the command in the refusal
+    trains the run from its first step in its own directory."""
+    import shlex
+
+    from agent.run.run_dir import RunDirectory
+
+    run = RunDirectory.create(tmp_path / "run")
+    run.save_config(tiny_cfg(total_steps=600, checkpoint_every=300, eval_every=300))
+    run.progress_csv.write_text("env_step,episodes\n")
+    result = CliRunner().invoke(train_cli.main, ["--resume", str(run), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "has no complete checkpoint to resume from" in line
+    command = shlex.split(line.split("start again with: ")[1])
+    assert command[:2] == ["python", "train.py"]
+    result = CliRunner().invoke(train_cli.main, [*command[2:], "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run.path / "eval.json").read_text())["env_step"] == 600 and run.has_checkpoint()
+
+
 def test_resume_refuses_other_options_and_finished_runs(straight):
     run, _ = straight
     result = CliRunner().invoke(train_cli.main, ["--resume", str(run), "--seed", "3"])

@@ -115,7 +115,7 @@ def prune(root: Path, keep: int) -> None:
         shutil.rmtree(doomed, ignore_errors=True)
 
 
-def verify(path: Path) -> dict:
+def verify(path: Path, restart_hint: str = "") -> dict:
     """Check a checkpoint directory against its manifest (names, sizes, sha256); return the manifest.
 
     Raises:
@@ -124,7 +124,8 @@ def verify(path: Path) -> dict:
 
     def damaged(detail: str) -> CheckpointError:
         earlier = [p.name for _, p in list_checkpoints(path.parent) if p != path]
-        hint = f"delete {path} to resume from {earlier[-1]}" if earlier else "no earlier checkpoint exists; start over with --force"
+        restart = f"start again with: {restart_hint}" if restart_hint else "start over with --force"
+        hint = f"delete {path} to resume from {earlier[-1]}" if earlier else f"no earlier checkpoint exists; {restart}"
         return CheckpointError(f"checkpoint {path.name} is damaged: {detail}; {hint}")
 
     try:
@@ -281,7 +282,8 @@ class CheckpointStore:
             if list(self.root.glob("ckpt-*.index")):
                 raise CheckpointError(f"{run_dir} holds checkpoints of an older version (ckpt-N, without replay, RNG or env state), "
                                       "which cannot resume exactly; start a new run")
-            raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start over with --force")
+            restart = f"start again with: {self.restart_hint}" if self.restart_hint else "start over with --force"
+            raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; {restart}")
         return path
 
     def load(self, path: Path, parts: Mapping[str, Part], optional: Iterable[str] = ()) -> list[str]:
@@ -298,7 +300,7 @@ class CheckpointStore:
             CheckpointError: one line naming the checkpoint and what is wrong with it.
         """
         where = f"checkpoint {path.name}"
-        manifest = verify(path)
+        manifest = verify(path, self.restart_hint)
         warn_other_versions(manifest.get("versions"), where)
         saved = manifest["parts"]
         missing = [name for name in parts if name not in saved and name not in set(optional)]
