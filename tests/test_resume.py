@@ -395,6 +395,23 @@ def test_a_run_killed_before_its_first_checkpoint_is_told_a_command_that_works(t
     assert json.loads((run.path / "eval.json").read_text())["env_step"] == 600 and run.has_checkpoint()
 
 
+def test_a_resume_after_a_kill_mends_an_empty_log_and_drops_half_written_files(tmp_path):
+    """A process killed after its first checkpoint can leave progress.csv empty (the header not yet on disk) and the
+    temporaries of interrupted atomic writes: the resume writes the header first and deletes the temporaries."""
+    from agent.run.trainer import train
+
+    cfg = tiny_cfg(total_steps=600, checkpoint_every=300, eval_every=0, log_every=1_000)
+    train(cfg, tmp_path, progress=False, pause_at=300)
+    (tmp_path / "progress.csv").write_text("")
+    stale = [tmp_path / ".model.abcd1234.tmp.keras", tmp_path / ".meta.x1y2.tmp.json"]
+    for path in stale:
+        path.write_bytes(b"half")
+    train(cfg, tmp_path, progress=False, resume=True)
+    rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
+    assert rows and rows[-1]["env_step"] == "600"
+    assert not any(path.exists() for path in stale) and (tmp_path / ".lock").exists()
+
+
 def test_resume_refuses_other_options_and_finished_runs(straight):
     run, _ = straight
     result = CliRunner().invoke(train_cli.main, ["--resume", str(run), "--seed", "3"])

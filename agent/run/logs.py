@@ -27,7 +27,7 @@ class ProgressLog:
 
     def __init__(self, csv_path: Path, tensorboard_dir: Path):
         self.path = csv_path
-        new = not self.path.exists()
+        new = not self.path.exists() or self.path.stat().st_size == 0  # a process killed before its header reached the disk
         self.file = self.path.open("a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=CSV_FIELDS)
         if new:

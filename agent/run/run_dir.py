@@ -198,6 +198,14 @@ class RunDirectory:
         finally:
             os.close(fd)
 
+    def remove_stale_temporaries(self) -> None:
+        """Delete the temporaries of `atomic_path` writes that a killed process left (`.NAME.XXXX.tmp.SUFFIX`), in the run
+        directory and its TensorBoard folder; call it only while holding the lock."""
+        for folder in (self.path, self.tensorboard_dir):
+            for path in folder.glob(".*.tmp*"):
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+
     def copy_to(self, target: Path) -> None:
         """Copy the run's files (not its lock, nor half-written temporaries) into the existing directory `target`."""
         shutil.copytree(self.path, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(self.LOCK, ".tmp-*"))
@@ -286,12 +294,15 @@ class RunDirectory:
             raise UserError(f"{str(self.path)!r} holds no run ({self.META} is missing)")
         try:
             meta = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # bad UTF-8 or JSON, an int of thousands of digits, nesting too deep
             raise UserError(f"{str(path)!r} is not valid JSON; the run directory is damaged") from None
         if not isinstance(meta, dict):
             raise UserError(f"{str(path)!r} is not a JSON object; the run directory is damaged")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise UserError(f"{str(self.path)!r} was written by a newer version (format {meta['format_version']}); update this tool")
+        version = meta.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise UserError(f"{str(path)!r} has a format_version that is not an integer; the run directory is damaged")
+        if version > FORMAT_VERSION:
+            raise UserError(f"{str(path)!r} was written by a newer version (format {version}); update this tool")
         return meta
 
     def meta_or_none(self) -> dict | None:
@@ -308,7 +319,7 @@ class RunDirectory:
         """`eval.json` (the final evaluation) if it is there and readable, else None."""
         try:
             final = json.loads((self.path / self.EVAL).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             return None
         return final if isinstance(final, dict) else None
 

@@ -211,6 +211,7 @@ def _open_run(cfg: DQNConfig, directory: RunDirectory, stack: contextlib.ExitSta
             print(f"warning: {where} holds no env state for {cfg.env_id}; the resumed run starts a new episode", file=sys.stderr)
             state.obs, _ = env.reset(seed=cfg.seed + state.step)
         remove_incomplete(store.root)
+        directory.remove_stale_temporaries()  # what a killed process left half-written (we hold the lock: nobody writes them now)
         if (directory.meta_or_none() or {}).get("checkpoint") != store.last_name:  # killed (or a full disk) between the checkpoint and the model
             run.save_model()
         trim_progress_csv(directory.progress_csv, state.step)
