@@ -12,7 +12,7 @@ RUN    ?= runs/cartpole-$(shell date +%Y%m%d-%H%M%S)
 # TensorFlow (~1.5 GB), so mind the memory before raising it.
 TEST_WORKERS ?= 2
 
-.PHONY: train test test-all bench clean-venv x11-tools
+.PHONY: train test test-all bench clean-venv x11-tools fashion-mnist
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ x11-tools:
 	  $$SUDO apt-get install -y -q xvfb xdotool >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q xvfb xdotool >/dev/null 2>&1; } || \
 	  echo "warning: could not install xvfb and xdotool; the real-window tests will be skipped"; }
+
+# Fashion-MNIST for `python -m classic mnist --dataset fashion` (Debian's dataset-fashion-mnist: its four gzipped IDX files).
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+fashion-mnist:
+	@test -f $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz && test -f $(FASHION_MNIST_DIR)/train-labels-idx1-ubyte.gz && \
+	  test -f $(FASHION_MNIST_DIR)/t10k-images-idx3-ubyte.gz && test -f $(FASHION_MNIST_DIR)/t10k-labels-idx1-ubyte.gz || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } || \
+	  echo "warning: could not install dataset-fashion-mnist; python -m classic mnist --dataset fashion needs it (or --data DIR)"; }
 
 # Fast tests (the default); `make test-all` adds the slow learning checks.
 test: $(STAMP) x11-tools

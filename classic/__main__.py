@@ -47,12 +47,16 @@ def linear(kind: str, steps: int, lr: float) -> None:
 @click.option("--epochs", type=positive_int, default=5, show_default=True)
 @click.option("--batch-size", type=positive_int, default=50, show_default=True)
 @click.option("--lr", type=positive_float, default=0.001, show_default=True, help="Adam learning rate.")
-@click.option("--data", type=click.Path(dir_okay=False), default=None,
-              help="A local mnist.npz (x_train, y_train, x_test, y_test); default: Keras' cached download.")
+@click.option("--dataset", type=click.Choice(["mnist", "fashion"]), default="mnist", show_default=True,
+              help="mnist: handwritten digits; fashion: Fashion-MNIST, read from Debian's dataset-fashion-mnist "
+                   "package (/usr/share/datasets/fashion-mnist), never downloaded.")
+@click.option("--data", type=click.Path(), default=None,
+              help="mnist: a local mnist.npz (x_train, y_train, x_test, y_test), default Keras' cached download; "
+                   "fashion: a directory holding the four gzipped IDX files, default the Debian package's.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
-def mnist(kind: str, epochs: int, batch_size: int, lr: float, data: str | None, seed: int) -> None:
-    """Train an MNIST classifier and print its test accuracy.
+def mnist(kind: str, epochs: int, batch_size: int, lr: float, dataset: str, data: str | None, seed: int) -> None:
+    """Train an MNIST (or Fashion-MNIST) classifier and print its test accuracy.
 
     mlp and cnn are subclassed models trained with a GradientTape loop; sequential and
     functional are the MLP built with those Keras APIs and trained with compile/fit/evaluate.
@@ -60,11 +64,15 @@ def mnist(kind: str, epochs: int, batch_size: int, lr: float, data: str | None, 
     import keras
 
     from classic import models
-    from classic.data import MNISTLoader
+    from classic.data import FASHION_MNIST_DIR, FashionMNISTLoader, MNISTLoader
     from classic.training import evaluate_accuracy, fit_classifier, train_classifier
 
     keras.utils.set_random_seed(seed)
-    loader = MNISTLoader(data, seed=seed)
+    if dataset == "fashion":
+        loader = FashionMNISTLoader(data, seed=seed)
+        click.echo(f"Fashion-MNIST from {data or FASHION_MNIST_DIR}")
+    else:
+        loader = MNISTLoader(data, seed=seed)
     click.echo(f"{loader.num_train_data} training and {loader.num_test_data} test images of {loader.train_data.shape[1:]}")
     if kind in ("mlp", "cnn"):
         model = models.MLP() if kind == "mlp" else models.CNN()

@@ -1,14 +1,19 @@
-"""Data for the chapter's models: MNIST, a character corpus, and an image folder.
+"""Data for the chapter's models: MNIST, Fashion-MNIST, a character corpus, and an image folder.
 
-Each loader keeps the real download path (Keras caches what it fetches under
-`$KERAS_HOME/datasets`, `~/.keras/datasets` by default) and also takes a local
-file, because many machines (this one included) have no network. A download
-that fails says which file to fetch and where to put it.
+Each downloading loader keeps the real download path (Keras caches what it
+fetches under `$KERAS_HOME/datasets`, `~/.keras/datasets` by default) and also
+takes a local file, because many machines (this one included) have no network.
+A download that fails says which file to fetch and where to put it.
+Fashion-MNIST is never downloaded: it is read from Debian's `dataset-fashion-mnist`
+package (four gzipped IDX files) or from a directory holding the same four files.
 """
 
 from __future__ import annotations
 
+import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 
 import keras
@@ -71,6 +76,9 @@ def load_mnist_arrays(path: str | os.PathLike | None = None):
         ClassicError: the file is missing, unreadable or not MNIST-shaped, or the
             download failed (the message says where to put the file by hand).
     """
+    if path is not None and Path(path).is_dir():
+        raise ClassicError(f"{path}: a directory; --dataset mnist reads one mnist.npz file "
+                           "(a directory of gzipped IDX files is --dataset fashion)")
     if path is None:
         try:
             (train_x, train_y), (test_x, test_y) = keras.datasets.mnist.load_data()
@@ -92,6 +100,128 @@ def load_mnist_arrays(path: str | os.PathLike | None = None):
     if train_x.shape[1:] != test_x.shape[1:]:
         raise ClassicError(f"{path}: train images {train_x.shape[1:]} and test images {test_x.shape[1:]} differ in size")
     return (train_x, train_y), (test_x, test_y)
+
+
+# --- Fashion-MNIST: gzipped IDX files ------------------------------------------------------------------
+
+# Where Debian's dataset-fashion-mnist package puts the four files (`dpkg -L dataset-fashion-mnist`).
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+# The dataset authors' download links (their README), the documented alternative to the package.
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+# (images, labels) of each split, as the authors name them.
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions [N, rows, cols]
+IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension [N]
+IDX_MAX_BYTES = 1 << 30  # a header asking for more is refused before anything is allocated
+NUM_CLASSES = 10
+
+
+class FashionMNISTLoader(ImageClassData):
+    """Fashion-MNIST from a directory of its four gzipped IDX files (default: Debian's package)."""
+
+    def __init__(self, directory: str | os.PathLike | None = None, seed: int | None = None):
+        (train_x, train_y), (test_x, test_y) = load_fashion_mnist_arrays(directory)
+        super().__init__(train_x, train_y, test_x, test_y, seed=seed)
+
+
+def load_fashion_mnist_arrays(directory: str | os.PathLike | None = None):
+    """`(x_train, y_train), (x_test, y_test)` as uint8 images [N, 28, 28] and uint8 labels, checked.
+
+    Args:
+        directory: holds the four files of `FASHION_MNIST_FILES`; None: `FASHION_MNIST_DIR`.
+    Raises:
+        ClassicError: the package is not installed (the message says how to install it), or a
+            file is missing, not gzip, truncated, not IDX, or disagrees with its partner file.
+    """
+    names = [name for pair in FASHION_MNIST_FILES.values() for name in pair]
+    if directory is None:
+        missing = [FASHION_MNIST_DIR / n for n in names if not (FASHION_MNIST_DIR / n).is_file()]
+        if missing:
+            raise ClassicError(
+                f"Fashion-MNIST is not installed ({missing[0]} is missing): install Debian's {FASHION_MNIST_PACKAGE} "
+                f"(sudo apt-get install {FASHION_MNIST_PACKAGE}, or make fashion-mnist), or download the four files "
+                f"from {FASHION_MNIST_URL} into a directory and pass --data DIR"
+            )
+        directory = FASHION_MNIST_DIR
+    directory = Path(directory)
+    if not directory.is_dir():
+        reason = "not a directory" if directory.exists() else "no such directory"
+        raise ClassicError(f"{directory}: {reason}; --dataset fashion reads a directory holding {', '.join(names)}")
+    for name in names:
+        if not (directory / name).is_file():
+            raise ClassicError(f"{directory / name}: no such file (--data DIR must hold {', '.join(names)})")
+    splits = {}
+    for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
+        images = read_idx_gz(directory / images_name, IDX_IMAGES_MAGIC)
+        labels = read_idx_gz(directory / labels_name, IDX_LABELS_MAGIC)
+        if len(labels) != len(images):
+            raise ClassicError(f"{directory / labels_name}: {len(labels)} labels for the {len(images)} images of {images_name}")
+        if labels.max() >= NUM_CLASSES:
+            raise ClassicError(f"{directory / labels_name}: labels must be classes 0-{NUM_CLASSES - 1}, found {labels.max()}")
+        splits[split] = (images, labels)
+    (train_x, _), (test_x, _) = splits["train"], splits["test"]
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise ClassicError(f"{directory / FASHION_MNIST_FILES['test'][0]}: test images are {test_x.shape[1]}x{test_x.shape[2]}, "
+                           f"training images {train_x.shape[1]}x{train_x.shape[2]}")
+    return splits["train"], splits["test"]
+
+
+def read_idx_gz(path: str | os.PathLike, magic: int) -> np.ndarray:
+    """One gzipped IDX file of unsigned bytes: images `[N, rows, cols]` (magic 2051) or labels `[N]` (2049).
+
+    The header is big-endian: the magic number (0, 0, type 0x08 for unsigned bytes, the number of
+    dimensions), then each dimension as a uint32; the data follows, exactly the product of them.
+
+    Raises:
+        ClassicError: a one-line message naming the file (missing, not gzip, truncated, wrong magic,
+            empty, trailing data, too large).
+    """
+    path = Path(path)
+    what = "images" if magic == IDX_IMAGES_MAGIC else "labels"
+    if not path.is_file():
+        raise ClassicError(f"{path}: no such file")
+    try:
+        with gzip.open(path, "rb") as f:
+            header = f.read(4)
+            if len(header) < 4:
+                raise ClassicError(f"{path}: not an IDX file: {len(header)} bytes, shorter than the 4-byte magic number")
+            found = int.from_bytes(header, "big")
+            if found != magic:
+                names = {IDX_IMAGES_MAGIC: "images", IDX_LABELS_MAGIC: "labels"}
+                holds = f" (IDX {names[found]})" if found in names else ""
+                raise ClassicError(f"{path}: magic number {found}{holds}, expected {magic} (IDX {what})")
+            ndim = magic & 0xFF
+            raw = f.read(4 * ndim)
+            if len(raw) < 4 * ndim:
+                raise ClassicError(f"{path}: truncated: the IDX header ends after {4 + len(raw)} of {4 + 4 * ndim} bytes")
+            dims = tuple(int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            if 0 in dims:
+                raise ClassicError(f"{path}: holds no {what} (header dimensions {dims})")
+            size = math.prod(dims)  # Python ints: three uint32 dimensions overflow int64
+            if size > IDX_MAX_BYTES:
+                raise ClassicError(f"{path}: the header asks for {' x '.join(map(str, dims))} {what}, more than the "
+                                   f"{IDX_MAX_BYTES >> 30} GiB this reader takes")
+            data = np.empty(size, dtype=np.uint8)
+            view, filled = memoryview(data), 0
+            while filled < size:
+                n = f.readinto(view[filled : filled + (1 << 24)])
+                if not n:
+                    break
+                filled += n
+            if filled < size:
+                shape = " x ".join(map(str, dims))
+                raise ClassicError(f"{path}: truncated: the header says {shape} {what} ({size} bytes), the file holds {filled}")
+            if f.read(1):
+                raise ClassicError(f"{path}: more data than the header's {' x '.join(map(str, dims))} {what}")
+    except ClassicError:
+        raise
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; EOFError: a cut gzip stream
+        raise ClassicError(f"{path}: cannot read gzipped IDX {what}: {first_line(e)}") from None
+    return data.reshape(dims)
 
 
 # --- characters --------------------------------------------------------------------------------------

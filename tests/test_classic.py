@@ -1,12 +1,15 @@
 """classic/: the chapter's supervised models, trained on small data the tests make themselves.
 
-No network: MNIST is replaced by generated digit-like images, the Nietzsche
-corpus by a short repetitive text, demos by CartPole rollouts of a hand-made
+No network: MNIST is replaced by generated digit-like images (Fashion-MNIST by
+the same images in small gzipped IDX files), the Nietzsche corpus by a short repetitive text, demos by CartPole rollouts of a hand-made
 policy. CLI checks run in-process through click's CliRunner (a subprocess
 would pay TensorFlow's import again).
 """
 
 from __future__ import annotations
+
+import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +19,8 @@ from click.testing import CliRunner
 import keras
 from classic import models
 from classic.__main__ import cli
-from classic.data import ImageClassData, TextLoader, load_image_folder
+from classic import data as classic_data
+from classic.data import ImageClassData, TextLoader, load_fashion_mnist_arrays, load_image_folder, read_idx_gz
 from classic.errors import ClassicError
 from classic.demos import load_demos
 from classic.pretrain import build_policy_network, load_torso_weights, pretrain, save_model_atomic
@@ -408,3 +412,118 @@ def test_existing_output_survives_a_failed_run(demos_file, tmp_path):
     np.savez(bad, obs=np.zeros((3, 2), np.float32))
     assert_one_line_error(run_cli("pretrain", str(bad), "--out", str(out)), "missing")
     assert out.read_bytes() == b"previous model"
+
+
+# --- Fashion-MNIST: gzipped IDX files ------------------------------------------------------------------
+
+
+def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
+    """An IDX file of unsigned bytes: magic (0, 0, 0x08, ndim), each dimension as a big-endian uint32, the data."""
+    array = np.asarray(array, dtype=np.uint8)
+    magic = (0x0800 | array.ndim) if magic is None else magic
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.tobytes()
+
+
+def write_gz(path: Path, payload: bytes) -> None:
+    path.write_bytes(gzip.compress(payload))
+
+
+def write_fashion_dir(directory: Path, n_train: int = 20, n_test: int = 10) -> dict[str, np.ndarray]:
+    """The four files --dataset fashion reads, holding digit-like 28x28 images; returns what was written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (train_x, train_y), (test_x, test_y) = digit_like_images(n_train, seed=5), digit_like_images(n_test, seed=6)
+    arrays = {"train-images-idx3-ubyte.gz": train_x, "train-labels-idx1-ubyte.gz": train_y,
+              "t10k-images-idx3-ubyte.gz": test_x, "t10k-labels-idx1-ubyte.gz": test_y}
+    for name, array in arrays.items():
+        write_gz(directory / name, idx_bytes(array))
+    return arrays
+
+
+def test_idx_reader_returns_the_arrays_written(tmp_path):
+    written = write_fashion_dir(tmp_path)
+    (train_x, train_y), (test_x, test_y) = load_fashion_mnist_arrays(tmp_path)
+    for got, name in ((train_x, "train-images-idx3-ubyte.gz"), (train_y, "train-labels-idx1-ubyte.gz"),
+                      (test_x, "t10k-images-idx3-ubyte.gz"), (test_y, "t10k-labels-idx1-ubyte.gz")):
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, written[name])
+    assert train_x.shape == (20, 28, 28) and test_y.shape == (10,)
+    assert read_idx_gz(tmp_path / "t10k-labels-idx1-ubyte.gz", 2049).shape == (10,)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_fashion_cli_trains_on_idx_files(tmp_path, kind):
+    write_fashion_dir(tmp_path)
+    result = run_cli("mnist", "--dataset", "fashion", "--data", str(tmp_path), "--model", kind, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert f"Fashion-MNIST from {tmp_path}" in result.output
+    assert "20 training and 10 test images of (28, 28, 1)" in result.output
+    accuracy = float(result.output.rsplit("test accuracy:", 1)[1])
+    assert 0 <= accuracy <= 1 and accuracy * 10 == pytest.approx(round(accuracy * 10), abs=1e-4)  # a count of 10 images
+
+
+def test_fashion_reads_the_package_directory_by_default(tmp_path, monkeypatch):
+    write_fashion_dir(tmp_path / "pkg")
+    monkeypatch.setattr(classic_data, "FASHION_MNIST_DIR", tmp_path / "pkg")
+    result = run_cli("mnist", "--dataset", "fashion", "--model", "functional", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert f"Fashion-MNIST from {tmp_path / 'pkg'}" in result.output and "test accuracy:" in result.output
+
+
+def test_fashion_without_the_package_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(classic_data, "FASHION_MNIST_DIR", tmp_path / "absent")
+    assert_one_line_error(run_cli("mnist", "--dataset", "fashion"), "Fashion-MNIST is not installed",
+                          "apt-get install dataset-fashion-mnist", "make fashion-mnist", "--data DIR",
+                          str(tmp_path / "absent" / "train-images-idx3-ubyte.gz"))
+
+
+def test_bad_idx_files_give_one_line(tmp_path):
+    images, labels = digit_like_images(20, seed=7)
+    good_images, good_labels = idx_bytes(images), idx_bytes(labels)
+
+    def case(name: str, **payloads: bytes) -> str:
+        """A copy of a good directory with some files replaced (None: removed); returns its path."""
+        directory = tmp_path / name
+        write_fashion_dir(directory)
+        for file_stem, payload in payloads.items():
+            path = directory / f"{file_stem.replace('_', '-')}-ubyte.gz"
+            if payload is None:
+                path.unlink()
+            elif isinstance(payload, bytes) and payload.startswith(b"RAW"):
+                path.write_bytes(payload[3:])
+            else:
+                write_gz(path, payload)
+        return str(directory)
+
+    gz = gzip.compress(good_images)
+    cases = [
+        (case("missing", train_labels_idx1=None), "train-labels-idx1-ubyte.gz: no such file", "must hold"),
+        (case("notgzip", train_images_idx3=b"RAW" + good_images), "train-images-idx3-ubyte.gz: cannot read gzipped IDX images"),
+        (case("cutgzip", t10k_images_idx3=b"RAW" + gz[: len(gz) // 2]), "t10k-images-idx3-ubyte.gz: cannot read gzipped IDX images"),
+        (case("magic", train_images_idx3=good_labels), "magic number 2049 (IDX labels), expected 2051"),
+        (case("foreign", train_labels_idx1=b"PK\x03\x04 not idx"), "magic number", "expected 2049"),
+        (case("short", t10k_labels_idx1=b"\x00\x00"), "shorter than the 4-byte magic number"),
+        (case("header", train_images_idx3=good_images[:10]), "truncated: the IDX header ends after 10 of 16 bytes"),
+        (case("data", train_images_idx3=good_images[:-100]), "truncated: the header says 20 x 28 x 28 images (15680 bytes)"),
+        (case("trailing", train_labels_idx1=good_labels + b"\x01"), "more data than the header's 20 labels"),
+        (case("empty", train_images_idx3=idx_bytes(np.zeros((0, 28, 28)))), "holds no images"),
+        (case("huge", train_images_idx3=(2051).to_bytes(4, "big") + b"\xff\xff\xff\xff" * 3), "more than the 1 GiB"),
+        (case("count", train_labels_idx1=idx_bytes(labels[:19])), "train-labels-idx1-ubyte.gz: 19 labels for the 20 images"),
+        (case("classes", t10k_labels_idx1=idx_bytes(np.full(10, 10))), "labels must be classes 0-9, found 10"),
+        (case("size", t10k_images_idx3=idx_bytes(np.zeros((10, 14, 14)))), "test images are 14x14, training images 28x28"),
+        (str(tmp_path / "nowhere"), "no such directory"),
+        (str(tmp_path / "missing" / "train-images-idx3-ubyte.gz"), "not a directory"),
+    ]
+    for directory, *fragments in cases:
+        assert_one_line_error(run_cli("mnist", "--dataset", "fashion", "--data", directory), *fragments)
+    assert_one_line_error(run_cli("mnist", "--data", str(tmp_path / "missing")), "a directory; --dataset mnist reads one mnist.npz")
+    with pytest.raises(ClassicError, match="magic number 2051"):  # the library raises; only the CLI prints
+        read_idx_gz(Path(cases[0][0]) / "train-images-idx3-ubyte.gz", 2049)
+
+
+@pytest.mark.skipif(not (classic_data.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
+                    reason="Debian's dataset-fashion-mnist is not installed (make fashion-mnist)")
+def test_the_debian_package_holds_fashion_mnist():
+    (train_x, train_y), (test_x, test_y) = load_fashion_mnist_arrays()
+    assert train_x.shape == (60000, 28, 28) and test_x.shape == (10000, 28, 28)
+    assert np.bincount(train_y).tolist() == [6000] * 10 and np.bincount(test_y).tolist() == [1000] * 10
