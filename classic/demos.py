@@ -17,6 +17,7 @@ terminal at every lost life). `classic/pretrain.py` clones the actions;
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,9 @@ def env_spaces(env_id: str) -> tuple[tuple[int, ...], int]:
     if env_id not in gym.registry:
         raise ClassicError(f"unknown env id {env_id!r} in the demos file")
     try:
-        env = gym.make(env_id)
+        with warnings.catch_warnings():  # only its spaces are needed: no "out of date" advice printed for an old id
+            warnings.simplefilter("ignore")
+            env = gym.make(env_id)
     except Exception as e:
         raise ClassicError(f"cannot make env {env_id!r}: {first_line(e)}") from None
     try:
@@ -89,7 +92,10 @@ def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) 
             f"got {env_id_arr.dtype} {env_id_arr.shape}"
         )
     env_id = str(env_id_arr)
-    env_shape, num_actions = env_spaces(env_id)
+    try:
+        env_shape, num_actions = env_spaces(env_id)
+    except ClassicError as e:
+        raise ClassicError(f"{path}: {e}") from None
     expected = tuple(obs_shape) if obs_shape is not None else env_shape
     obs, actions = arrays["obs"], arrays["actions"]
     n = len(obs) if obs.ndim else 0
@@ -124,7 +130,8 @@ def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) 
         raise ClassicError(f"{path}: pixel_view must be a 0-d string array such as np.array('cart'), got {pixel_view.dtype} {pixel_view.shape}")
     repeat = arrays.get("action_repeat")
     if repeat is not None and (repeat.shape != () or not np.issubdtype(repeat.dtype, np.integer) or int(repeat) < 1):
-        raise ClassicError(f"{path}: action_repeat must be a 0-d integer >= 1, got {repeat!r}")
+        got = f"{repeat.item()!r}" if repeat.shape == () else f"{repeat.dtype} {repeat.shape}"  # an array's repr runs over lines
+        raise ClassicError(f"{path}: action_repeat must be a 0-d integer >= 1, got {got}")
     return Demos(
         env_id=env_id, obs=obs, actions=actions.astype(np.int64), num_actions=num_actions,
         rewards=arrays["rewards"].astype(np.float32), terminated=arrays["terminated"].astype(bool),

@@ -23,13 +23,16 @@ def load_npz(path: str | os.PathLike, keys: tuple[str, ...], what: str) -> dict[
     if magic[:4] != b"PK\x03\x04" and magic != b"\x93NUMPY":  # neither a zip archive (.npz) nor one array (.npy)
         raise ClassicError(f"{path}: cannot read {what}: not an .npz archive (one written by numpy.savez)")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
+        with open(path, "rb") as fh:  # ours to close: np.load leaves its own file open when the zip is unreadable
+            loaded = np.load(fh, allow_pickle=False)
+            if not hasattr(loaded, "files"):  # a single .npy array (no context manager to enter)
                 raise ClassicError(f"{path}: expected an .npz archive ({what}), got a single array")
-            missing = [k for k in keys if k not in f.files]
-            if missing:
-                raise ClassicError(f"{path}: not {what}: missing {', '.join(missing)} (has {', '.join(f.files) or 'nothing'})")
-            return {k: f[k] for k in f.files}
+            with loaded as f:
+                missing = [k for k in keys if k not in f.files]
+                if missing:
+                    has = ", ".join(k if k.isprintable() else repr(k) for k in f.files)  # a damaged member name stays on the line
+                    raise ClassicError(f"{path}: not {what}: missing {', '.join(missing)} (has {has or 'nothing'})")
+                return {k: f[k] for k in f.files}
     except ClassicError:
         raise
     except ValueError as e:

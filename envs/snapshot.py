@@ -171,5 +171,5 @@ def restore(env: gym.Env, state: Any) -> None:
             import ale_py
 
             layers[-1].ale.restoreState(ale_py.ALEState(base64.b64decode(state["ale"], validate=True)))
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, SystemError) as e:  # SystemError: ale-py refusing a blob
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError, RuntimeError, SystemError) as e:  # SystemError: ale-py refusing a blob
         raise SnapshotError(f"the env state cannot be restored ({type(e).__name__}: {e})") from None

@@ -139,6 +139,8 @@ def rng_from_words(words: np.ndarray) -> np.random.Generator:
     w = [int(x) for x in words]
     if len(w) != RNG_WORDS:
         raise ReplayMemoryError(f"replay RNG state needs {RNG_WORDS} words, got {len(w)}")
+    if not all(0 <= x < 2**64 for x in w) or w[4] not in (0, 1) or w[5] >= 2**32:
+        raise ReplayMemoryError("replay RNG state is malformed (64-bit words; has_uint32 0 or 1; uinteger a 32-bit word)")
     bg = np.random.PCG64()
     bg.state = {
         "bit_generator": "PCG64",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import tomllib
 import typing
 from dataclasses import dataclass
@@ -150,8 +151,8 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif expected is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        if isinstance(value, float) or isinstance(value, int) and not isinstance(value, bool) and abs(value) <= sys.float_info.max:
+            return float(value)  # (an int beyond float's range would raise OverflowError here)
     elif expected is str:
         if isinstance(value, str):
             return value
@@ -203,13 +204,17 @@ def from_dict(values: dict[str, Any], base: DQNConfig | None = None, source: str
         UserError: on an unknown key or a value of the wrong type.
     """
     changes = {}
-    for key, value in values.items():
-        if key not in FIELD_NAMES:
-            close = [n for n in FIELD_NAMES if key.split("_")[0] in n][:3]
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UserError(f"{source}: unknown config field {key!r}{hint}; see agent/core/config.py for the fields")
-        changes[key] = _coerce(key, value)
-    return dataclasses.replace(base or DQNConfig(), **changes)  # DQNConfig.__post_init__ validates
+    try:
+        for key, value in values.items():
+            if key not in FIELD_NAMES:
+                close = [n for n in FIELD_NAMES if key.split("_")[0] in n][:3]
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise UserError(f"{source}: unknown config field {key!r}{hint}; see agent/core/config.py for the fields")
+            changes[key] = _coerce(key, value)
+        return dataclasses.replace(base or DQNConfig(), **changes)  # DQNConfig.__post_init__ validates
+    except UserError as e:  # every refusal names where the values came from (the file, --set)
+        message = str(e)
+        raise UserError(message if message.startswith(f"{source}: ") else f"{source}: {message}") from None
 
 
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -232,6 +237,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             data = tomllib.load(f)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+    except (ValueError, RecursionError):  # an integer of thousands of digits; arrays or tables nested thousands deep
+        raise UserError(f"config file {str(path)!r} is not valid TOML: a number too long or values nested too deeply") from None
     # A preset may group fields in tables for readability; they are flattened.
     flat: dict[str, Any] = {}
     for key, value in data.items():
@@ -281,6 +288,7 @@ def validate(cfg: DQNConfig) -> DQNConfig:
         f"batch_size ({cfg.batch_size}) is larger than replay_capacity ({cfg.replay_capacity}); "
         "lower batch_size or raise replay_capacity",
     )
+    need(0 <= cfg.seed < 2**32, f"seed must be in 0..{2**32 - 1} (Keras seeds with 32 bits), got {cfg.seed}")
     need(cfg.total_steps >= 1, f"total_steps must be >= 1, got {cfg.total_steps}")
     if cfg.train_minutes is not None:
         need(math.isfinite(cfg.train_minutes) and cfg.train_minutes > 0, f"train_minutes must be > 0 minutes (or unset), got {cfg.train_minutes}")

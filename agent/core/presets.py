@@ -36,7 +36,7 @@ def preset_for_env(env_id: str) -> str:
     from envs import is_atari
 
     own = preset_name_for_env(env_id)
-    if config_lib.preset_path(own).is_file():
+    if _is_file(config_lib.preset_path(own)):
         return own
     return ATARI_DEFAULT_PRESET if is_atari(env_id) else VECTOR_DEFAULT_PRESET
 
@@ -74,7 +74,7 @@ def resolve_config(
         source = str(config_file)
     elif preset is not None:
         path = config_lib.preset_path(preset)
-        if not path.is_file():
+        if not _is_file(path):
             raise UserError(f"unknown preset {preset!r}; available: {', '.join(available_presets())}")
         values = config_lib.load_toml(path)
         source = str(path)
@@ -91,6 +91,14 @@ def resolve_config(
     if overrides:
         cfg = config_lib.from_dict(overrides, base=cfg, source="--set")
     return cfg
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False for a name the OS refuses (a name of thousands of characters: ENAMETOOLONG)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _is_alias(env_id: str) -> bool:

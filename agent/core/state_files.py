@@ -87,7 +87,7 @@ def read_state(directory: Path, where: str, like: Mapping[str, Any], optional: I
     part = directory.name
     try:
         saved = json.loads((directory / STATE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # ValueError: bad UTF-8 or JSON, an int of thousands of digits; nesting too deep
         raise CheckpointError(f"{where}: {part}/{STATE} is not readable JSON") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("values"), dict) or not isinstance(saved.get("arrays"), dict):
         raise CheckpointError(f"{where}: {part}/{STATE} lacks its values or arrays")
@@ -106,8 +106,9 @@ def read_state(directory: Path, where: str, like: Mapping[str, Any], optional: I
         file = f"{part}/{name}.npy"
         try:  # memory-mapped: a copy into a ring streams through the page cache
             array = np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise CheckpointError(f"{where}: {file} is not a plain numeric .npy array ({e}); refusing to load it") from None
+        except Exception as e:  # a damaged header: ValueError, SyntaxError, tokenize.TokenError, EOFError, OSError, ...
+            why = "it holds pickled Python objects" if "pickle" in str(e) else (str(e).strip() or type(e).__name__).splitlines()[0]
+            raise CheckpointError(f"{where}: {file} is not a plain numeric .npy array ({why}); refusing to load it") from None
         if not isinstance(array, np.ndarray) or array.dtype.hasobject or array.dtype.kind not in "biuf":
             raise CheckpointError(f"{where}: {file} is not a plain numeric .npy array; refusing to load it")
         if not isinstance(live, np.ndarray) or array.dtype != live.dtype or array.shape != live.shape:

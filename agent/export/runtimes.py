@@ -75,16 +75,48 @@ def read_metadata(model_path: str | Path) -> dict[str, Any]:
                         "export it again with python -m agent.export RUN --format ...")
     try:
         meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # bad UTF-8 or JSON, an int of thousands of digits, nesting too deep
         raise UserError(f"{str(path)!r} is not valid JSON; export the model again") from None
     if not isinstance(meta, dict):
         raise UserError(f"{str(path)!r} is not an export's metadata; export the model again")
-    if meta.get("format_version", 0) > METADATA_VERSION:
-        raise UserError(f"{str(path)!r} was written by a newer version (format {meta['format_version']}); update this tool")
+    version = meta.get("format_version", 0)
+    if not _is_int(version):
+        raise UserError(f"{str(path)!r} has a format_version that is not an integer; export the model again")
+    if version > METADATA_VERSION:
+        raise UserError(f"{str(path)!r} was written by a newer version (format {version}); update this tool")
     missing = [key for key in ("env_id", "input", "num_actions") if key not in meta]
     if missing:
         raise UserError(f"{str(path)!r} lacks {', '.join(missing)}; export the model again")
+    wrong = _wrong_field(meta)
+    if wrong:
+        raise UserError(f"{str(path)!r}: {wrong}; export the model again")
     return meta
+
+
+INPUT_DTYPES = ("float32", "float64", "float16", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64", "bool")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _wrong_field(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a field that play.py reads from the metadata, or None (the fields written by `write_metadata`)."""
+    inp = meta["input"]
+    if not isinstance(meta["env_id"], str):
+        return "env_id is not a string"
+    if not (isinstance(inp, dict) and isinstance(inp.get("shape"), list) and all(d is None or _is_int(d) for d in inp["shape"])):
+        return "input lacks its shape, a list of sizes such as [null, 4]"
+    if inp.get("dtype") not in INPUT_DTYPES:
+        return f"input dtype {inp.get('dtype')!r} is not a numeric type such as 'float32' or 'uint8'"
+    if not _is_int(meta["num_actions"]) or meta["num_actions"] < 1:
+        return f"num_actions must be a positive integer, got {meta['num_actions']!r}"
+    if not isinstance(meta.get("pixels", False), bool) or not isinstance(meta.get("pixel_view", "full"), str):
+        return "pixels must be true/false and pixel_view a string"
+    repeat = meta.get("action_repeat", 1)
+    if not _is_int(repeat) or repeat < 1:
+        return f"action_repeat must be an integer >= 1, got {repeat!r}"
+    return None
 
 
 def check_against_env(meta: dict[str, Any], env, model_path: str | Path) -> None:

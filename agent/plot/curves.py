@@ -137,7 +137,7 @@ def _final_eval(run_dir: str | Path) -> tuple[float, float, float] | None:
     final = RunDirectory(run_dir).final_eval()
     try:
         return float(final["env_step"]), float(final["mean"]), float(final["std"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: an int beyond float's range
         return None
 
 

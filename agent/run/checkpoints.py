@@ -130,7 +130,7 @@ def verify(path: Path, restart_hint: str = "") -> dict:
 
     try:
         manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # ValueError: bad UTF-8 or JSON, an int of thousands of digits; nesting too deep
         raise damaged(f"{MANIFEST} is not readable JSON") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("format_version"), int) or not isinstance(manifest.get("files"), dict):
         raise damaged(f"{MANIFEST} lacks format_version or files")

@@ -161,7 +161,7 @@ class StateDictPart:
         state = read_state(directory, where, like=self.component.state_dict(), optional=self.optional)
         try:
             self.component.load_state_dict(state)
-        except (KeyError, ValueError, TypeError, ReplayMemoryError) as e:
+        except (KeyError, ValueError, TypeError, OverflowError, ReplayMemoryError) as e:  # OverflowError: int(Infinity) of a counter
             raise CheckpointError(f"{where}: the {self.what} cannot be restored ({e})") from None
 
 

@@ -55,6 +55,7 @@ from agent.sweep.tuner import run_sweep
 from common.errors import UserError, cli_errors
 
 DEFAULT_SEEDS = 5
+MAX_SEEDS = 1_000  # a bound on planning time: each seed of each setting is one config checked before Ray starts
 FILE_KEYS = {"env", "preset", "seeds", "first_seed", "steps", "search", "budget", "set", "grid"}
 
 
@@ -83,6 +84,8 @@ def load_sweep_file(path: str | Path) -> dict:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"sweep file {str(path)!r} is not valid TOML: {e}") from None
+    except (ValueError, RecursionError):  # an integer of thousands of digits; arrays or tables nested thousands deep
+        raise UserError(f"sweep file {str(path)!r} is not valid TOML: a number too long or values nested too deeply") from None
     unknown = sorted(set(data) - FILE_KEYS)
     if unknown:
         raise UserError(f"sweep file {str(path)!r}: unknown key {unknown[0]!r}; a sweep file has {', '.join(sorted(FILE_KEYS))} "
@@ -95,7 +98,16 @@ def load_sweep_file(path: str | Path) -> dict:
             raise UserError(f"sweep file {str(path)!r}: [grid] {key} must be a list of values, e.g. {key} = [1, 2]")
     env = data.get("env")
     if isinstance(env, str):
-        data["env"] = [env]
+        data["env"] = env = [env]
+    if env is not None and not (isinstance(env, list) and env and all(isinstance(e, str) and e for e in env)):
+        raise UserError(f"sweep file {str(path)!r}: env must be an env id or a list of them, e.g. env = [\"CartPole-v1\"]")
+    if not isinstance(data.get("preset", ""), str) or not isinstance(data.get("search", False), bool):
+        raise UserError(f"sweep file {str(path)!r}: preset must be a preset's name (a string) and search true or false")
+    for key, least, most in (("seeds", 1, MAX_SEEDS), ("first_seed", 0, None), ("steps", 1, None), ("budget", 1, None)):
+        value = data.get(key, least)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least or most is not None and value > most:
+            within = f"in {least}..{most}" if most is not None else f">= {least}"
+            raise UserError(f"sweep file {str(path)!r}: {key} must be an integer {within}, got {value!r}")
     return data
 
 
@@ -116,6 +128,8 @@ def build_spec(env_ids, preset, config_file, overrides, grid_pairs, seeds, first
             raise UserError(f"{name} must be an integer, got {value!r}")
     if n < 1:
         raise UserError(f"--seeds must be >= 1, got {n}")
+    if n > MAX_SEEDS:
+        raise UserError(f"--seeds must be at most {MAX_SEEDS}, got {n}")
     sets = {**file.get("set", {}), **config_lib.parse_overrides(overrides)}
     grid = {**{k: tuple(v) for k, v in file.get("grid", {}).items()}, **parse_grid(grid_pairs)}
     return SweepSpec(envs=envs, seeds=tuple(range(first, first + n)), steps=pick(steps, "steps"), preset=pick(preset, "preset"),

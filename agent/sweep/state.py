@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -37,10 +38,12 @@ def prepare_out(out: str | Path, spec: SweepSpec, trials: list[Trial]) -> tuple[
     if saved.is_file():
         try:
             old = json.loads(saved.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        except (ValueError, RecursionError, OSError):  # ValueError: bad UTF-8 or JSON, an int of thousands of digits
             raise UserError(f"{str(saved)!r} is damaged; start the sweep in another --out") from None
-        if old.get("spec") != wanted["spec"]:
-            diff = [k for k in wanted["spec"] if old.get("spec", {}).get(k) != wanted["spec"][k]]
+        if not isinstance(old, dict) or not isinstance(old.get("spec"), dict):
+            raise UserError(f"{str(saved)!r} is damaged (no spec); start the sweep in another --out")
+        if old["spec"] != wanted["spec"]:
+            diff = [k for k in wanted["spec"] if old["spec"].get(k) != wanted["spec"][k]] or ["settings"]
             raise UserError(f"{str(out)!r} holds a sweep with other {', '.join(diff)}; resume it with the command that started it "
                             "(its sweep.json), or choose another --out")
         return out, True
@@ -61,4 +64,6 @@ def final_eval(run_dir: Path, total_steps: int) -> dict | None:
     final = RunDirectory(run_dir).final_eval()
     if final is None:
         return None
-    return final if final.get("env_step") == total_steps and "mean" in final else None
+    mean = final.get("mean")
+    finite = isinstance(mean, (int, float)) and not isinstance(mean, bool) and abs(mean) <= sys.float_info.max  # not nan, inf, 10**400
+    return final if final.get("env_step") == total_steps and finite else None
