@@ -75,3 +75,23 @@ def test_a_damaged_newest_checkpoint_told_to_delete_it_resumes_from_the_one_befo
     shutil.rmtree(match.group(1))
     assert cli("--resume", str(run), "--steps", "1200").exit_code == 0
     assert json.loads((run / "meta.json").read_text())["env_step"] == 1200
+
+
+def test_a_missing_torso_told_how_to_make_one_trains_from_it(tmp_path):
+    """`--init-from` a file that is not there: the hint names `python -m classic pretrain DEMOS.npz --out torso.keras` and,
+    for the cartpole preset, --layer-norm; made that way from recorded play, the torso is taken."""
+    import numpy as np
+
+    from classic.__main__ import cli as classic_cli
+    from test_demos import record
+
+    line = refusal(cli(*TINY, "--init-from", str(tmp_path / "torso.keras"), "--run-dir", str(tmp_path / "run")))
+    command = re.search(r"`python -m classic (pretrain DEMOS\.npz --out torso\.keras)` \((--layer-norm): cartpole preset\)", line)
+    assert command, line
+    record("CartPole-v1", tmp_path / "demos.npz", episodes=4, max_steps=100)
+    args = command.group(1).replace("DEMOS.npz", str(tmp_path / "demos.npz")).replace("torso.keras", str(tmp_path / "torso.keras"))
+    made = CliRunner().invoke(classic_cli, [*args.split(), command.group(2), "--epochs", "1"])
+    assert made.exit_code == 0, made.output
+    result = cli(*TINY, "--init-from", str(tmp_path / "torso.keras"), "--run-dir", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert np.isfinite(json.loads((tmp_path / "run" / "eval.json").read_text())["mean"])
