@@ -78,7 +78,9 @@ def type_keys(display: str, proc: subprocess.Popen, keys: list[str]) -> tuple[st
         assert found.returncode == 0 and found.stdout.split(), f"play.py's window never appeared: {found.stderr}"
         window = found.stdout.split()[0]
         subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True, timeout=30)
-        subprocess.run(["xdotool", "key", "--delay", "40", *keys], env=env, check=True, timeout=60)
+        # A window can be focused a moment before its first key event is delivered: a leading Shift, which play.py ignores,
+        # takes that moment, so the first key that matters (often `p`) is never the one lost (seen once in ~6 CI runs).
+        subprocess.run(["xdotool", "key", "--delay", "40", "shift", *keys], env=env, check=True, timeout=60)
         out, err = proc.communicate(timeout=TIMEOUT_S)
     finally:
         if proc.poll() is None:
