@@ -130,19 +130,18 @@ def time_parts(agent, batch, repeats: int) -> dict[str, float]:
     conv_vars = [v for layer in convs for v in layer.trainable_variables]
     dense_vars = [v for layer in dense for v in layer.trainable_variables]
 
-    @tf.function
-    def conv_step():
-        with tf.GradientTape() as tape:
-            out = tf.cast(run(convs, obs), tf.float32)
-            loss = tf.reduce_mean(out)
-        return tape.gradient(loss, conv_vars)
+    def forward_backward(layers, x, variables):
+        """One compiled forward and backward pass of `layers` on `x`: the gradients of a mean output."""
 
-    @tf.function
-    def dense_step():
-        with tf.GradientTape() as tape:
-            out = tf.cast(run(dense, features), tf.float32)
-            loss = tf.reduce_mean(out)
-        return tape.gradient(loss, dense_vars)
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.cast(run(layers, x), tf.float32))
+            return tape.gradient(loss, variables)
+
+        return step
+
+    conv_step, dense_step = forward_backward(convs, obs, conv_vars), forward_backward(dense, features, dense_vars)
 
     target_forward = tf.function(lambda: agent.target(next_obs, training=False))
     variables = online.trainable_variables

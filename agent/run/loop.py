@@ -152,23 +152,21 @@ def build_agent(cfg: DQNConfig, env) -> DQNAgent:
 
 @dataclass
 class PhaseTimes:
-    """Wall-clock seconds of this session's loop by phase, and how many times each ran.
+    """Wall-clock seconds of this session's loop by phase.
 
     act: choosing actions; env: env steps and resets; store: replay writes; learn: the learner calls
-    (sampling, the update and, with `overlap_learning`, waiting for the previous call: `Learner.phases`
+    (sampling, the update and, with `overlap_learning`, waiting for the previous call: `Learner.seconds`
     splits it); sync: target syncs; hooks: evaluation, logs, checkpoints, videos (a wait for an overlapped
     learner call inside a sync or a hook counts there, not as the learner's wait). A bench reads these
     from the real loop (bench/atari_throughput.py) instead of timing a copy of it.
     """
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOOP_PHASES, 0.0))
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LOOP_PHASES, 0))
 
     def add(self, phase: str, since: float) -> float:
         """Charge the time since `since` (a `perf_counter()` reading) to `phase`; returns the reading now."""
         now = time.perf_counter()
         self.seconds[phase] += now - since
-        self.counts[phase] += 1
         return now
 
 
