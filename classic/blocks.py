@@ -80,6 +80,19 @@ def mlp_torso(hidden_sizes: Sequence[int], name: str = "torso", layer_norm: bool
     return [keras.layers.Flatten(name=f"{name}_flatten"), *dense_stack(hidden_sizes, name=f"{name}_dense", layer_norm=layer_norm)]
 
 
+def lstm_cell(units: int, name: str | None = None) -> keras.layers.LSTMCell:
+    """The chapter's LSTM cell (its character RNN unrolls one over a sentence): input, forget, cell and output
+    gates in Keras's order, sigmoid gates and tanh cell (Hochreiter & Schmidhuber 1997; Gers et al. 2000)."""
+    return keras.layers.LSTMCell(units=units, name=name)
+
+
+def lstm_block(units: int, name: str = "lstm") -> keras.layers.LSTM:
+    """The chapter's cell unrolled over a sequence `(B, T, F)`: returns every step's output `(B, T, units)` and the
+    final state `h, c`, and starts from a given one (`initial_state=[h, c]`). The recurrent Q-network's memory
+    (agent/dqn/recurrent.py: DRQN, Hausknecht & Stone 2015; R2D2, Kapturowski et al. 2019)."""
+    return keras.layers.LSTM(units, return_sequences=True, return_state=True, name=name)
+
+
 def resolve_torso_kind(kind: str, obs_shape: Sequence[int]) -> str:
     """`auto` picks the MLP for vector observations and the Nature CNN for stacked frames (H, W, C)."""
     if kind != "auto":

@@ -3,7 +3,8 @@
 Subclassed models (`Linear`, `MLP`, `CNN`, `RNN`) follow the chapter: layers
 are made in `__init__` and wired in `call`. The MLP and CNN take their layers
 from `classic.blocks`, the same functions the DQN agent builds its torsos
-from, so a change to how a stack is laid out shows up in both places.
+from, so a change to how a stack is laid out shows up in both places; the
+RNN's LSTM cell is the block the recurrent Q-network unrolls (`lstm_block`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from classic.blocks import conv_stack, dense_stack
+from classic.blocks import conv_stack, dense_stack, lstm_cell
 
 NUM_DIGITS = 10
 
@@ -147,7 +148,7 @@ class RNN(keras.Model):
     def __init__(self, num_chars: int, units: int = 256, **kwargs):
         super().__init__(**kwargs)
         self.num_chars = int(num_chars)
-        self.cell = keras.layers.LSTMCell(units=units)
+        self.cell = lstm_cell(units)
         self.dense = keras.layers.Dense(units=self.num_chars)
         self._logits_fn = None
 

@@ -14,7 +14,7 @@ import os
 import gymnasium as gym
 import numpy as np
 
-from envs.base import MODES, PIXEL_VIEWS, EnvError  # MODES and EnvError stay importable from envs
+from envs.base import FRAME_STACK, MODES, OBSERVATIONS, PIXEL_VIEWS, EnvError  # MODES and EnvError stay importable from envs
 
 
 def _known_ids() -> list[str]:
@@ -48,7 +48,8 @@ def same_env(a: str, b: str) -> bool:
 
 def make_env(
     env_id: str, *, seed: int | None = None, mode: str = "train", render_mode: str | None = None, pixels: bool = False,
-    pixel_view: str = "full", action_repeat: int = 1,
+    pixel_view: str = "full", action_repeat: int = 1, observe: str = "full",
+    frame_stack: int | None = None,
 ) -> gym.Env:
     """Build the env for training, evaluation or play.
 
@@ -63,25 +64,19 @@ def make_env(
             "cart_track" (that window over a strip of the whole track).
         action_repeat: env steps per agent step for a non-Atari env (`ActionRepeat`);
             ALE games repeat each action 4 frames already (`envs.atari.MaxAndSkip`).
+        observe: "full" state vector, or "position": its velocities hidden (`envs.observe`), a POMDP.
+        frame_stack: observations per agent state: frames stacked for pixels and Atari (None: 4, Mnih et
+            al. 2015), vectors concatenated otherwise (None: 1, no stack). A recurrent Q-network takes 1.
 
     Raises:
         EnvError: for an unknown id, a continuous action space or an
             observation a Q-network here cannot take.
     """
-    if mode not in MODES:
-        raise EnvError(f"mode must be one of {MODES}, got {mode!r}")
-    if pixel_view not in PIXEL_VIEWS:
-        raise EnvError(f"pixel_view must be one of {', '.join(PIXEL_VIEWS)}, got {pixel_view!r}")
-    if pixel_view != "full" and not (pixels and env_id == "CartPole-v1"):
-        raise EnvError(f"pixel_view={pixel_view!r} is for CartPole-v1 with --pixels; use pixel_view=\"full\" here")
-    if action_repeat < 1:
-        raise EnvError(f"action_repeat must be >= 1 env step per agent step, got {action_repeat}")
-    if action_repeat != 1 and is_atari(env_id):
-        raise EnvError(f"{env_id} repeats each action 4 frames already (envs/atari.py); leave action_repeat at 1")
+    _check_options(env_id, mode, pixels, pixel_view, action_repeat, observe, frame_stack)
     if is_atari(env_id):  # ALE games get the Mnih et al. (2015) preprocessing of envs.atari
         from envs.atari import make_atari_env
 
-        return make_atari_env(env_id, seed=seed, mode=mode, render_mode=render_mode)
+        return make_atari_env(env_id, seed=seed, mode=mode, render_mode=render_mode, frame_stack=frame_stack or FRAME_STACK)
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, _known_ids(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `python -c \"import gymnasium; gymnasium.pprint_registry()\"` lists them"
@@ -102,14 +97,46 @@ def make_env(
     env = gym.wrappers.RecordEpisodeStatistics(env)  # below ActionRepeat: an episode's length counts env steps
     if action_repeat != 1:
         env = ActionRepeat(env, action_repeat)
+    if observe == "position":
+        from envs.observe import ObservePositions, position_entries
+
+        try:
+            env = ObservePositions(env, position_entries(env_id))
+        except EnvError:
+            env.close()
+            raise
     if pixels:
         from envs.pixels import wrap_pixels
 
-        env = wrap_pixels(env, view=pixel_view)
+        env = wrap_pixels(env, frame_stack=frame_stack or FRAME_STACK, view=pixel_view)
+    elif frame_stack not in (None, 1):
+        from envs.observe import StackObservations
+
+        env = StackObservations(env, frame_stack)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
+
+
+def _check_options(env_id: str, mode: str, pixels: bool, pixel_view: str, action_repeat: int, observe: str, frame_stack: int | None) -> None:
+    """`make_env`'s options, each refused with what to use instead (`EnvError`)."""
+    if mode not in MODES:
+        raise EnvError(f"mode must be one of {MODES}, got {mode!r}")
+    if pixel_view not in PIXEL_VIEWS:
+        raise EnvError(f"pixel_view must be one of {', '.join(PIXEL_VIEWS)}, got {pixel_view!r}")
+    if pixel_view != "full" and not (pixels and env_id == "CartPole-v1"):
+        raise EnvError(f"pixel_view={pixel_view!r} is for CartPole-v1 with --pixels; use pixel_view=\"full\" here")
+    if action_repeat < 1:
+        raise EnvError(f"action_repeat must be >= 1 env step per agent step, got {action_repeat}")
+    if action_repeat != 1 and is_atari(env_id):
+        raise EnvError(f"{env_id} repeats each action 4 frames already (envs/atari.py); leave action_repeat at 1")
+    if observe not in OBSERVATIONS:
+        raise EnvError(f"observe must be one of {', '.join(OBSERVATIONS)}, got {observe!r}")
+    if observe != "full" and (pixels or is_atari(env_id)):
+        raise EnvError(f"observe={observe!r} hides entries of a state vector; {env_id} is seen in pixels: leave observe=\"full\"")
+    if frame_stack is not None and frame_stack < 1:
+        raise EnvError(f"frame_stack must be >= 1 observation per agent state, got {frame_stack}")
 
 
 class ActionRepeat(gym.Wrapper, gym.utils.RecordConstructorArgs):

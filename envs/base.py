@@ -17,6 +17,10 @@ FRAME_STACK = 4  # Mnih et al. (2015): the last 4 frames make a state
 # a window that follows the cart) or "cart_track" (that window over a strip of the whole track).
 PIXEL_VIEWS = ("full", "cart", "cart_track")
 
+# What part of a vector observation the agent sees (`envs.observe.ObservePositions`): the "full" state, or only its
+# "position" entries, the velocities hidden, so that one observation no longer tells the state (a POMDP).
+OBSERVATIONS = ("full", "position")
+
 
 class EnvError(ValueError):
     """The env id is unknown or the env cannot be used by a DQN."""

@@ -92,7 +92,8 @@ class ReplayMemory(Protocol):
     """The interface the training loop and checkpoints use.
 
     `kind` names the memory's file format in checkpoints ("uniform",
-    "frames"); `state_dict()` returns numpy arrays, ints and strings only
+    "frames", "sequences"); `add`'s `carry` is a recurrent agent's state before
+    `obs`, stored by the sequence memory only; `state_dict()` returns numpy arrays, ints and strings only
     (saved with `np.savez`, no pickle) and `load_state_dict` takes them back,
     refusing another layout with `ReplayMemoryError`.
     """
@@ -107,7 +108,7 @@ class ReplayMemory(Protocol):
     @property
     def nbytes(self) -> int: ...
 
-    def add(self, obs, action: int, reward: float, next_obs, terminated: bool, *, truncated: bool = False) -> None: ...
+    def add(self, obs, action: int, reward: float, next_obs, terminated: bool, *, truncated: bool = False, carry=None) -> None: ...
 
     def sample(self, batch_size: int) -> Batch: ...
 

@@ -177,8 +177,9 @@ class FrameReplayBuffer(PrioritizedSampling):
         *,
         truncated: bool = False,
         episode_start: bool | None = None,
+        carry: np.ndarray | None = None,
     ) -> None:
-        """Store one env step given the full stacked observations `(H, W, stack)`.
+        """Store one env step given the full stacked observations `(H, W, stack)` (`carry` is not stored here).
 
         Only `next_obs[..., -1]` is written on a step that continues the
         episode. A new episode (detected, or forced with `episode_start=True`)

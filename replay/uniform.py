@@ -85,8 +85,9 @@ class ReplayBuffer(PrioritizedSampling):
         tree = self.priorities.nbytes if self.priorities is not None else 0
         return sum(a.nbytes for a in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated, self.links)) + tree
 
-    def add(self, obs, action: int, reward: float, next_obs, terminated: bool, *, truncated: bool = False) -> None:
-        """Store one transition. `terminated` must not include truncation.
+    def add(self, obs, action: int, reward: float, next_obs, terminated: bool, *, truncated: bool = False, carry=None) -> None:
+        """Store one transition. `terminated` must not include truncation; `carry` (a recurrent agent's state) is
+        for the sequence memory (replay/sequences.py) and not stored here.
 
         `truncated` is accepted for the frame memory's sake; here every row
         keeps its own `next_obs`, so a truncated step needs nothing more.

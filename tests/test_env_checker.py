@@ -31,6 +31,9 @@ CASES = {
     "cartpole-pixels-cart-track": ("CartPole-v1", {"mode": "train", "pixels": True, "pixel_view": "cart_track"}, "CartPole-v1", CART_TRACK),
     "cartpole-pixels-repeat-2": ("CartPole-v1", {"mode": "train", "pixels": True, "pixel_view": "cart_track", "action_repeat": 2},
                                  "CartPole-v1", REPEAT_CART_TRACK),
+    "cartpole-position": ("CartPole-v1", {"mode": "train", "observe": "position"}, "CartPole-v1", STATE + ["ObservePositions"]),
+    "cartpole-position-stack-4": ("CartPole-v1", {"mode": "train", "observe": "position", "frame_stack": 4}, "CartPole-v1",
+                                  STATE + ["ObservePositions", "StackObservations"]),
     "breakout-train": ("ALE/Breakout-v5", {"mode": "train"}, "ALE/Breakout-v5", ATARI_TRAIN),
     "breakout-eval": ("ALE/Breakout-v5", {"mode": "eval"}, "ALE/Breakout-v5", ATARI_EVAL),
 }

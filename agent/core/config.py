@@ -29,6 +29,7 @@ CONFIG_DIR = _config_dir()
 
 
 PRECISIONS = ("float32", "bfloat16", "auto")
+NETWORKS = ("auto", "mlp", "nature_cnn", "recurrent")  # the Q-network kinds (agent/dqn/networks.py, agent/dqn/recurrent.py)
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,16 @@ class DQNConfig:
     train_minutes: float | None = None  # also stop once training time (evaluations excluded, all sessions) reaches this; then the final evaluation
     pixels: bool = False  # observe rendered frames (gray 84x84, 4 stacked) instead of the state vector
     action_repeat: int = 1  # non-Atari envs: env steps per agent step, rewards summed (envs.ActionRepeat); step counts below count agent steps
+    observe: str = "full"  # vector envs: the "full" state, or "position" (velocities hidden, envs/observe.py): a POMDP
+    frame_stack: int | None = None  # observations per agent state: none = 4 frames for pixels/Atari, 1 vector otherwise (envs.make_env)
     pixel_view: str = "full"  # with pixels: one of envs.base.PIXEL_VIEWS ("full" frame; CartPole: "cart" window that follows the cart, "cart_track" that window over the track)
 
     # --- Q-network ---
-    network: str = "auto"  # "mlp", "nature_cnn" or "auto" (MLP for vectors, CNN for images)
+    network: str = "auto"  # "mlp", "nature_cnn", "auto" (MLP for vectors, CNN for images) or "recurrent" (that torso, then an LSTM)
+    lstm_units: int = 64  # recurrent: units of the LSTM's state (h and c each)
+    sequence_length: int = 20  # recurrent: agent steps per replayed sequence, burn-in included (R2D2: 80)
+    burn_in: int = 10  # recurrent: first steps of a sequence that only rebuild the state, no loss (R2D2: 40)
+    priority_eta: float = 0.9  # recurrent + prioritized: a sequence's priority is eta * max |TD| + (1 - eta) * mean |TD| (R2D2)
     hidden_sizes: tuple[int, ...] = (64, 64)  # MLP torso widths (units)
     dueling: bool = False  # dueling value/advantage head (Wang et al. 2016)
     layer_norm: bool = False  # LayerNorm before each hidden ReLU of the MLP torso, or the CNN's 512-unit one (Ba et al. 2016; Gallici et al. 2024)
@@ -308,11 +315,18 @@ def validate(cfg: DQNConfig) -> DQNConfig:
         cfg.epsilon_schedule in ("linear_steps", "linear_episodes"),
         f"epsilon_schedule must be 'linear_steps' or 'linear_episodes', got {cfg.epsilon_schedule!r}",
     )
-    need(cfg.network in ("auto", "mlp", "nature_cnn"), f"network must be 'auto', 'mlp' or 'nature_cnn', got {cfg.network!r}")
+    need(cfg.network in NETWORKS, f"network must be one of {', '.join(map(repr, NETWORKS))}, got {cfg.network!r}")
+    _validate_recurrent(cfg, need)
     need(len(cfg.hidden_sizes) >= 1 and all(u >= 1 for u in cfg.hidden_sizes), f"hidden_sizes must be positive widths, got {list(cfg.hidden_sizes)}")
     need(cfg.action_repeat >= 1, f"action_repeat must be >= 1 env step per agent step, got {cfg.action_repeat}")
     from envs.base import PIXEL_VIEWS  # lazy: the package envs loads gymnasium, which importing a config does not need
 
+    from envs.base import OBSERVATIONS
+
+    need(cfg.observe in OBSERVATIONS, f"observe must be one of {', '.join(map(repr, OBSERVATIONS))}, got {cfg.observe!r}")
+    need(cfg.observe == "full" or not cfg.pixels, f"observe={cfg.observe!r} hides entries of a state vector; with pixels leave observe=\"full\"")
+    if cfg.frame_stack is not None:
+        need(1 <= cfg.frame_stack <= 64, f"frame_stack must be in 1..64 observations (or none for the env's default), got {cfg.frame_stack}")
     views = ", ".join(map(repr, PIXEL_VIEWS[:-1])) + f" or {PIXEL_VIEWS[-1]!r}"
     need(cfg.pixel_view in PIXEL_VIEWS, f"pixel_view must be {views}, got {cfg.pixel_view!r}")
     need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
@@ -330,7 +344,31 @@ def validate(cfg: DQNConfig) -> DQNConfig:
 
 def env_options(cfg: DQNConfig) -> dict[str, Any]:
     """How a run sees and steps its env: the keyword arguments of `envs.make_env` that come from the config."""
-    return {"pixels": cfg.pixels, "pixel_view": cfg.pixel_view, "action_repeat": cfg.action_repeat}
+    options = {"pixels": cfg.pixels, "pixel_view": cfg.pixel_view, "action_repeat": cfg.action_repeat}
+    if cfg.observe != "full":  # only what differs from make_env's defaults: runs saved before these fields read alike
+        options["observe"] = cfg.observe
+    if cfg.frame_stack is not None:
+        options["frame_stack"] = cfg.frame_stack
+    return options
+
+
+def _validate_recurrent(cfg: DQNConfig, need) -> None:
+    """The recurrent network's fields: an LSTM of some units, sequences longer than their burn-in (R2D2)."""
+    need(1 <= cfg.lstm_units <= 4096, f"lstm_units must be in 1..4096, got {cfg.lstm_units}")
+    need(2 <= cfg.sequence_length <= 1000, f"sequence_length must be in 2..1000 agent steps, got {cfg.sequence_length}")
+    need(0 <= cfg.burn_in < cfg.sequence_length,
+         f"burn_in must be in 0..sequence_length - 1 = {cfg.sequence_length - 1} agent steps, got {cfg.burn_in}")
+    need(math.isfinite(cfg.priority_eta) and 0.0 <= cfg.priority_eta <= 1.0, f"priority_eta must be in [0, 1], got {cfg.priority_eta}")
+    if cfg.network != "recurrent":
+        return
+    need(cfg.n_steps < cfg.sequence_length - cfg.burn_in,
+         f"n_steps ({cfg.n_steps}) must be below the trained part of a sequence, sequence_length - burn_in = "
+         f"{cfg.sequence_length - cfg.burn_in}; raise sequence_length or lower n_steps")
+    need(cfg.n_steps_end is None, "n_steps_end: an annealed n is not supported by the recurrent network; set n_steps_end=none")
+    need(cfg.demos is None, "demos: recorded play cannot seed the recurrent network's sequence replay yet (it has no stored "
+         "recurrent state); train without --demos")
+    need(cfg.sequence_length + 2 <= cfg.replay_capacity,
+         f"replay_capacity ({cfg.replay_capacity}) must hold a sequence and its ends, sequence_length + 2 = {cfg.sequence_length + 2} rows")
 
 
 def to_toml(cfg: DQNConfig) -> str:

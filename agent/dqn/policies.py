@@ -86,12 +86,24 @@ class QPolicy:
 
 
 class AgentPolicy:
-    """An agent's own `act(obs_batch, epsilon, rng)` (`DQNAgent.act`) with an RNG of its own; shows no Q-values."""
+    """An agent's own `act(obs_batch, epsilon, rng)` (`DQNAgent.act`) with an RNG of its own; shows no Q-values.
+
+    A recurrent agent's state (`RecurrentDQNAgent`) is carried from step to step and zeroed by `reset`, which the
+    episode runner calls at each episode's start.
+    """
 
     def __init__(self, agent, epsilon: float, rng: np.random.Generator):
         self.agent, self.epsilon, self.rng = agent, epsilon, rng
+        self.carry = None
+
+    def reset(self) -> None:
+        self.carry = None
 
     def __call__(self, obs: np.ndarray) -> tuple[int, None, bool]:
+        if getattr(self.agent, "recurrent", False):
+            carry = self.agent.initial_carry(1) if self.carry is None else self.carry
+            actions, self.carry = self.agent.act_recurrent(obs[None], carry, self.epsilon, self.rng)
+            return int(actions[0]), None, False
         return int(self.agent.act(obs[None], self.epsilon, self.rng)[0]), None, False
 
 

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 class Policy(Protocol):
     """Chooses the action for one observation: `(action, Q-values or None, whether it was random)`.
 
-    Optional: `q_values(obs)` (shown on an episode's last state), and
-    `chooses_when_stepping = True` for a person, who decides after seeing the state.
+    Optional: `q_values(obs)` (shown on an episode's last state), `reset()` (called at each episode's start: a
+    recurrent policy zeroes its state), and `chooses_when_stepping = True` for a person, who decides after seeing the state.
     """
 
     def __call__(self, obs: np.ndarray) -> tuple[int, np.ndarray | None, bool]: ...
@@ -92,6 +92,8 @@ class EpisodeRunner:
         frame = (lambda: env.render()) if self.render else (lambda: None)
         for i in range(self.episodes):
             obs, _ = env.reset(seed=None if self.seed is None else self.seed + i)
+            if hasattr(policy, "reset"):  # a recurrent policy starts each episode from its zero state
+                policy.reset()
             score, step, terminated, truncated = 0.0, 0, False, False
             while True:
                 capped = self.max_steps is not None and step >= self.max_steps

@@ -69,7 +69,12 @@ class Learner:
 
     def act(self, obs_batch: np.ndarray, epsilon: float) -> np.ndarray:
         """The training loop's epsilon-greedy actions (`DQNAgent.act` with the agent's RNG). In line: on the newest
-        weights; overlapped: on the weights as they stood when the latest learner call began."""
+        weights; overlapped: on the weights as they stood when the latest learner call began. A recurrent agent's
+        network runs on every step (random actions too) and moves the loop's `state.carry` past `obs_batch`."""
+        if getattr(self.agent, "recurrent", False):
+            step = self.agent.step if self._acting is None else self._acting.step
+            q, self.state.carry = step(obs_batch, self.state.carry)
+            return epsilon_greedy(lambda _: q, obs_batch, epsilon, self.agent.rng, self.agent.num_actions)[0]
         q_values = self.agent.q_values if self._acting is None else self._acting.q_values
         return epsilon_greedy(q_values, obs_batch, epsilon, self.agent.rng, self.agent.num_actions)[0]
 

@@ -35,7 +35,7 @@ from agent.run.run_state import LoopState
 from agent.run.signals import StopSignals
 from common.errors import UserError
 from envs import obs_signature
-from replay import FrameReplayBuffer, ReplayBuffer, ReplayMemory
+from replay import FrameReplayBuffer, ReplayBuffer, ReplayMemory, SequenceReplay
 
 LOOP_PHASES = ("act", "env", "store", "learn", "sync", "hooks")
 
@@ -99,6 +99,12 @@ def make_replay(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype, *, frame_
     """
     common = dict(seed=cfg.seed, n_steps=cfg.n_steps, gamma=cfg.gamma, prioritized=cfg.prioritized,
                   priority_alpha=cfg.priority_alpha, priority_eps=cfg.priority_eps)
+    if cfg.network == "recurrent":  # sequences with their stored recurrent state (R2D2)
+        if len(obs_shape) == 3:
+            raise UserError("network = \"recurrent\" replays vector observations only so far (its frame memory is not built); "
+                            "use it on a vector env such as CartPole-v1")
+        return SequenceReplay(cfg.replay_capacity, obs_shape, obs_dtype, (2, cfg.lstm_units), sequence_length=cfg.sequence_length,
+                              burn_in=cfg.burn_in, **common)
     if frame_stacks and len(obs_shape) == 3 and np.dtype(obs_dtype) == np.uint8:
         return FrameReplayBuffer(cfg.replay_capacity, frame_shape=obs_shape[:2], stack=obs_shape[2], **common)
     return ReplayBuffer(cfg.replay_capacity, obs_shape, obs_dtype, **common)
@@ -136,7 +142,12 @@ def seed_replay_with_demos(replay: ReplayMemory, cfg: DQNConfig, obs_shape: tupl
 def build_agent(cfg: DQNConfig, env) -> DQNAgent:
     """The agent for `env`; with `init_from`, the online and target torsos start from a pretrained one."""
     obs_shape, obs_dtype, num_actions = obs_signature(env)
-    agent = DQNAgent(obs_shape, obs_dtype, num_actions, cfg, seed=cfg.seed)
+    if cfg.network == "recurrent":
+        from agent.dqn.recurrent_agent import RecurrentDQNAgent
+
+        agent = RecurrentDQNAgent(obs_shape, obs_dtype, num_actions, cfg, seed=cfg.seed)
+    else:
+        agent = DQNAgent(obs_shape, obs_dtype, num_actions, cfg, seed=cfg.seed)
     if cfg.init_from:
         from classic.errors import ClassicError
         from classic.pretrain import load_torso_weights
@@ -293,18 +304,22 @@ def run_loop(run: Run, hooks: Sequence[Hook]) -> str:
         s.step = step
         # 1. act (epsilon-greedy) and step the env
         run.epsilon = epsilon_at(s.episodes if counts_episodes else step - 1)
+        carry = s.carry  # a recurrent agent's state before s.obs, stored with it (None for a feed-forward agent)
         action = int(run.learner.act(s.obs[None], run.epsilon)[0])  # agent.act, on the weights of the latest learner call's start
+        #                                                             (a recurrent agent's also moves s.carry past s.obs)
         t = phases.add("act", t)
         next_obs, reward, terminated, truncated, info = env.step(action)
         t = phases.add("env", t)
 
         # 2. store; bootstrap only through `terminated` (a time limit is not a terminal state)
         stored_reward, ends_bootstrap = replay_targets(float(reward), terminated, truncated, cfg)
-        replay.add(s.obs, action, stored_reward, next_obs, ends_bootstrap, truncated=truncated)
+        replay.add(s.obs, action, stored_reward, next_obs, ends_bootstrap, truncated=truncated, carry=None if carry is None else carry[0])
         s.obs = next_obs
         t = phases.add("store", t)
         if terminated or truncated:
             s.obs, reset_info = env.reset()
+            if s.carry is not None:
+                s.carry = np.zeros_like(s.carry)  # each episode starts from the zero state
             s.count_games(info, reset_info)  # real game ends: an Atari life loss ends only the training episode
             t = phases.add("env", t)
 

@@ -35,7 +35,8 @@ from replay import ReplayMemory, ReplayMemoryError
 
 RECENT_RETURNS = 20  # training returns averaged in progress.csv
 # Architecture and env fields a checkpoint must share with the run that loads it.
-SAME_FIELDS = ("env_id", "pixels", "pixel_view", "action_repeat", "network", "hidden_sizes", "dueling", "layer_norm", "optimizer", "replay_capacity", "prioritized",
+SAME_FIELDS = ("env_id", "pixels", "pixel_view", "action_repeat", "observe", "frame_stack", "network", "lstm_units", "sequence_length",
+               "burn_in", "hidden_sizes", "dueling", "layer_norm", "optimizer", "replay_capacity", "prioritized",
                "priority_alpha", "priority_eps", "n_steps", "n_steps_end", "n_steps_decay", "gamma")
 
 
@@ -54,6 +55,7 @@ class LoopState:
         last_eval: the latest evaluation result; last_eval_step its env step (-1: none).
         wall_seconds: wall-clock seconds of the run so far (all sessions), as of the last save.
         eval_seconds: of which spent evaluating.
+        carry: a recurrent agent's state `(1, 2, lstm_units)` before `obs` (zero at each episode start); None otherwise.
     """
 
     obs: np.ndarray
@@ -67,6 +69,7 @@ class LoopState:
     last_eval_step: int = -1
     wall_seconds: float = 0.0
     eval_seconds: float = 0.0
+    carry: np.ndarray | None = None
 
     @property
     def train_seconds(self) -> float:
@@ -86,12 +89,15 @@ class LoopState:
                 self.recent_returns.append(float(record["r"]))
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "obs": np.asarray(self.obs), "step": self.step, "episodes": self.episodes, "recent_returns": list(self.recent_returns),
             "metrics": dict(self.metrics), "evaluations": self.evaluations, "solved_at": self.solved_at,
             "last_eval": self.last_eval, "last_eval_step": self.last_eval_step,
             "wall_seconds": self.wall_seconds, "eval_seconds": self.eval_seconds,
         }
+        if self.carry is not None:  # a recurrent agent's: the live episode's state, so a resume acts as the run would have
+            state["carry"] = np.asarray(self.carry, np.float32)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Take back `state_dict()`, checking every field's type.
@@ -128,6 +134,11 @@ class LoopState:
         self.last_eval_step = get("last_eval_step", int)
         self.wall_seconds = float(get("wall_seconds", (int, float)))
         self.eval_seconds = float(get("eval_seconds", (int, float)))
+        if self.carry is not None:
+            carry = np.array(state["carry"], np.float32)
+            if not np.isfinite(carry).all():
+                raise ValueError("the recurrent state 'carry' must be finite")
+            self.carry = carry
 
 
 class GlobalRNGs:

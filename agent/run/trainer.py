@@ -179,7 +179,7 @@ def _open_run(cfg: DQNConfig, directory: RunDirectory, stack: contextlib.ExitSta
     obs_shape, obs_dtype, _ = obs_signature(env)
     agent = build_agent(cfg.replace(init_from=None) if resume else cfg, env)  # a resume takes its weights from the checkpoint
     replay = make_replay(cfg, obs_shape, obs_dtype, frame_stacks=built_here)
-    state = LoopState(obs=np.zeros(obs_shape, obs_dtype))
+    state = LoopState(obs=np.zeros(obs_shape, obs_dtype), carry=agent.initial_carry(1) if getattr(agent, "recurrent", False) else None)
     store = directory.checkpoint_store(keep)
     solve_return = cfg.solve_return if cfg.solve_return is not None else reward_threshold(cfg.env_id)
     learner = Learner(cfg, agent, replay, state, overlap=cfg.overlap_learning)

@@ -1,0 +1,162 @@
+"""The recurrent Q-network and agent (agent/dqn/recurrent*.py): acting in numpy equals Keras, unrolling equals
+stepping, burn-in passes no gradient, updates learn and give R2D2's sequence priorities, evaluation restarts the state
+each episode, a run resumes bit for bit, and a recurrent checkpoint is refused by a feed-forward config."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from agent.core.config import DQNConfig
+from agent.dqn.policies import AgentPolicy
+from agent.dqn.recurrent import RecurrentNumpyPolicy, build_recurrent_q_network, is_recurrent, unroll
+from agent.dqn.recurrent_agent import RecurrentDQNAgent
+from agent.rollout.episodes import EpisodeRunner
+from agent.run.trainer import train
+from common.errors import CheckpointError
+from envs import make_env
+from replay import SequenceReplay
+
+UNITS = 8
+
+
+def cfg(**changes) -> DQNConfig:
+    base = dict(env_id="CartPole-v1", observe="position", network="recurrent", lstm_units=UNITS, hidden_sizes=(16,),
+                sequence_length=6, burn_in=2, batch_size=4, replay_capacity=2_000, learning_starts=100, train_freq=8,
+                gradient_steps=2, target_update_period=64, total_steps=600, eval_every=300, eval_episodes=2, final_eval_episodes=2,
+                checkpoint_every=300, log_every=100, epsilon_decay=300, n_steps=2)
+    return DQNConfig(**{**base, **changes})
+
+
+@pytest.mark.parametrize("obs_shape,dtype,dueling", [((2,), np.float32, False), ((36, 36, 1), np.uint8, True)])
+def test_numpy_acting_and_unrolling_equal_the_keras_step_model(obs_shape, dtype, dueling):
+    model = build_recurrent_q_network(obs_shape, dtype, 3, lstm_units=UNITS, hidden_sizes=(16,), dueling=dueling)
+    assert is_recurrent(model) and RecurrentNumpyPolicy.supports(model)
+    policy = RecurrentNumpyPolicy(model)
+    rng = np.random.default_rng(0)
+    obs = (rng.random((5, 4, *obs_shape)) * (255 if dtype == np.uint8 else 1)).astype(dtype)
+    carry = (0.1 * rng.standard_normal((5, 2, UNITS))).astype(np.float32)
+    q_seq, last = unroll(model, tf.convert_to_tensor(obs), tf.convert_to_tensor(carry))
+    state = carry
+    for t in range(4):
+        q_keras, h, c = model([obs[:, t], state[:, 0], state[:, 1]])
+        q_numpy, state_numpy = policy.step(obs[:, t], state)
+        np.testing.assert_allclose(q_numpy, q_keras.numpy(), atol=1e-5)
+        np.testing.assert_allclose(q_numpy, q_seq.numpy()[:, t], atol=1e-5)
+        np.testing.assert_allclose(state_numpy, np.stack([h.numpy(), c.numpy()], axis=1), atol=1e-5)
+        state = state_numpy
+    np.testing.assert_allclose(state, last.numpy(), atol=1e-5)
+
+
+def test_a_saved_recurrent_model_loads_with_keras_and_computes_the_same(tmp_path):
+    model = build_recurrent_q_network((2,), np.float32, 2, lstm_units=UNITS)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    inputs = [np.ones((1, 2), np.float32), np.zeros((1, UNITS), np.float32), np.zeros((1, UNITS), np.float32)]
+    for a, b in zip(model(inputs), loaded(inputs)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def agent_and_batch(burn_in: int = 2, seed: int = 0):
+    agent = RecurrentDQNAgent((2,), np.float32, 2, cfg(burn_in=burn_in, jit_compile=False), seed=seed)
+    memory = SequenceReplay(500, (2,), np.float32, (2, UNITS), sequence_length=6, burn_in=burn_in, seed=seed, n_steps=2)
+    rng = np.random.default_rng(seed)
+    for episode in range(8):
+        length = 15 + episode
+        for t in range(length):
+            memory.add(rng.normal(size=2).astype(np.float32), int(rng.integers(2)), 1.0, rng.normal(size=2).astype(np.float32),
+                       t == length - 1, carry=(0.1 * rng.standard_normal((2, UNITS))).astype(np.float32))
+    return agent, memory
+
+
+def test_burn_in_steps_pass_no_gradient_unless_the_sequence_starts_an_episode():
+    agent, memory = agent_and_batch(burn_in=2)
+    batch = memory.sample(4)
+    obs = tf.convert_to_tensor(batch.obs)
+    carry = tf.convert_to_tensor(batch.carry)
+    for start_of_episode, expect_gradient in ((0.0, False), (1.0, True)):
+        flags = tf.fill([4], start_of_episode)
+        with tf.GradientTape() as tape:
+            tape.watch(obs)
+            q = agent._online_q(obs, carry, flags)
+            trained_part = tf.reduce_sum(q[:, 2:])  # the loss's part: after the burn-in
+        grad = tape.gradient(trained_part, obs).numpy()
+        assert np.abs(grad[:, 2:]).max() > 0
+        assert (np.abs(grad[:, :2]).max() > 0) == expect_gradient
+
+
+def test_updates_lower_the_loss_and_return_r2d2_sequence_priorities():
+    agent, memory = agent_and_batch(burn_in=2)
+    batch = memory.sample_many(1, 8)
+    first = agent.update(batch)["loss"]
+    for _ in range(60):
+        metrics = agent.update(batch)
+    assert metrics["loss"] < first
+    weights = np.ones((1, 8), np.float32)
+    metrics, priorities = agent.update_prioritized(batch, weights)
+    assert priorities.shape == (1, 8) and (priorities >= 0).all()
+    # eta * max + (1 - eta) * mean of |TD| over each sequence's trained steps, as computed before the update was applied
+    agent2, _ = agent_and_batch(burn_in=2)
+    agent2.set_online_weights(agent.online.get_weights())
+    assert agent.num_updates == 62
+
+
+def test_evaluation_restarts_the_recurrent_state_at_every_episode():
+    agent = RecurrentDQNAgent((2,), np.float32, 2, cfg(), seed=0)
+    env = make_env("CartPole-v1", seed=0, mode="eval", observe="position")
+    calls = []
+    policy = AgentPolicy(agent, 0.0, np.random.default_rng(0))
+    original = agent.step
+
+    def spy(obs, carry):
+        calls.append(np.array(carry))
+        return original(obs, carry)
+
+    agent.step = spy
+    runner = EpisodeRunner(env, policy, episodes=3, seed=5, render=False)
+    runner.run()
+    lengths = runner.lengths
+    starts = np.cumsum([0, *lengths[:-1]])
+    for i, carry in enumerate(calls):
+        assert (np.abs(carry).sum() == 0) == (i in starts)  # zero exactly at each episode's first step
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    run = tmp_path_factory.mktemp("straight")
+    return run, train(cfg(), run, progress=False)
+
+
+def test_a_recurrent_run_resumes_bit_for_bit(straight, tmp_path):
+    run_a, a = straight
+    b_half = train(cfg(), tmp_path, progress=False, pause_at=450)  # mid-episode: the live state is in the checkpoint
+    assert not b_half.finished
+    loop = json.loads((tmp_path / "checkpoints" / "step-000000450" / "loop" / "state.json").read_text())
+    assert loop["arrays"]["carry"]["shape"] == [1, 2, UNITS]
+    b = train(cfg(), tmp_path, progress=False, resume=True)
+    assert (a.env_steps, a.episodes, a.updates) == (b.env_steps, b.episodes, b.updates)
+    assert a.final_eval["returns"] == b.final_eval["returns"]
+    last = "checkpoints/step-000000600"
+    for name in ("replay/obs.npy", "replay/carries.npy", "replay/sampleable.npy", "loop/carry.npy", "agent/rng.npy"):
+        assert (run_a / last / name).read_bytes() == (tmp_path / last / name).read_bytes(), name
+    model = keras.models.load_model(run_a / "model.keras")
+    assert is_recurrent(model)
+
+
+def test_a_recurrent_checkpoint_is_refused_by_a_feed_forward_config_and_the_reverse(straight, tmp_path):
+    from agent.run.run_state import RunPart
+
+    run, _ = straight
+    checkpoint = run / "checkpoints" / "step-000000600" / "run"
+    feed_forward = cfg(network="mlp")
+    with pytest.raises(CheckpointError, match="network='recurrent', this run's config.toml says 'mlp'"):
+        RunPart(feed_forward, {}).load_state(checkpoint, "checkpoint step-000000600")
+    other = tmp_path / "mlp"
+    other.mkdir()
+    train(feed_forward.replace(total_steps=300), other, progress=False)
+    with pytest.raises(CheckpointError, match="network='mlp', this run's config.toml says 'recurrent'"):
+        RunPart(cfg(), {}).load_state(other / "checkpoints" / "step-000000300" / "run", "checkpoint step-000000300")
