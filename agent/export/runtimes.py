@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,11 @@ def write_metadata(model_path: str | Path, meta: dict[str, Any]) -> Path:
     return path
 
 
+def export_again(model_path: str | Path) -> str:
+    """The command that writes `model_path` and its metadata anew (RUN: the run directory it was exported from)."""
+    return f"export it again with `python -m agent.export RUN --out {shlex.quote(str(model_path))} --force`"
+
+
 def read_metadata(model_path: str | Path) -> dict[str, Any]:
     """Read and check `<model>.json`.
 
@@ -71,25 +77,24 @@ def read_metadata(model_path: str | Path) -> dict[str, Any]:
         raise UserError(f"{str(model_path)!r} does not exist")
     path = metadata_path(model_path)
     if not path.is_file():
-        raise UserError(f"{str(model_path)!r} has no {path.name} beside it (what it eats and which env it plays); "
-                        "export it again with python -m agent.export RUN --format ...")
+        raise UserError(f"{str(model_path)!r} has no {path.name} beside it (what it eats and which env it plays); {export_again(model_path)}")
     try:
         meta = json.loads(path.read_text())
     except (ValueError, RecursionError):  # bad UTF-8 or JSON, an int of thousands of digits, nesting too deep
-        raise UserError(f"{str(path)!r} is not valid JSON; export the model again") from None
+        raise UserError(f"{str(path)!r} is not valid JSON; {export_again(model_path)}") from None
     if not isinstance(meta, dict):
-        raise UserError(f"{str(path)!r} is not an export's metadata; export the model again")
+        raise UserError(f"{str(path)!r} is not an export's metadata; {export_again(model_path)}")
     version = meta.get("format_version", 0)
     if not _is_int(version):
-        raise UserError(f"{str(path)!r} has a format_version that is not an integer; export the model again")
+        raise UserError(f"{str(path)!r} has a format_version that is not an integer; {export_again(model_path)}")
     if version > METADATA_VERSION:
         raise UserError(f"{str(path)!r} was written by a newer version (format {version}); update this tool")
     missing = [key for key in ("env_id", "input", "num_actions") if key not in meta]
     if missing:
-        raise UserError(f"{str(path)!r} lacks {', '.join(missing)}; export the model again")
+        raise UserError(f"{str(path)!r} lacks {', '.join(missing)}; {export_again(model_path)}")
     wrong = _wrong_field(meta)
     if wrong:
-        raise UserError(f"{str(path)!r}: {wrong}; export the model again")
+        raise UserError(f"{str(path)!r}: {wrong}; {export_again(model_path)}")
     return meta
 
 
@@ -125,7 +130,7 @@ def check_against_env(meta: dict[str, Any], env, model_path: str | Path) -> None
     shape, dtype = tuple(meta["input"]["shape"][1:]), np.dtype(meta["input"]["dtype"])
     if shape != obs_shape or dtype != obs_dtype or int(meta["num_actions"]) != n:
         raise UserError(f"{str(model_path)!r} takes {dtype} {shape} and gives {meta['num_actions']} Q-values, but {meta['env_id']} gives "
-                        f"{obs_dtype} {obs_shape} and has {n} actions; its metadata file does not belong to it")
+                        f"{obs_dtype} {obs_shape} and has {n} actions; its metadata file does not belong to it: {export_again(model_path)}")
 
 
 def runtime_missing(fmt: str) -> str | None:

@@ -13,7 +13,7 @@ import numpy as np
 from agent.core.config import DQNConfig
 from classic.demos import Demos, load_demos
 from classic.errors import ClassicError
-from common.errors import UserError
+from common.errors import UserError, command
 
 
 def load_for_run(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> Demos:
@@ -36,11 +36,17 @@ def load_for_run(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> Demos
         raise UserError(f"--demos: {cfg.demos} holds {demos.obs.dtype} observations, this run's are {np.dtype(obs_dtype)}")
     if cfg.pixels and demos.pixel_view is not None and demos.pixel_view != cfg.pixel_view:
         raise UserError(f"--demos: {cfg.demos} was recorded with pixel_view={demos.pixel_view!r}, this run's is "
-                        f"{cfg.pixel_view!r}; train with --set pixel_view={demos.pixel_view} or record again")
+                        f"{cfg.pixel_view!r}; train with --set pixel_view={demos.pixel_view}, {record_again(cfg)}")
     if demos.action_repeat != cfg.action_repeat:
         raise UserError(f"--demos: {cfg.demos} was recorded with action_repeat={demos.action_repeat}, this run's is "
-                        f"{cfg.action_repeat}; train with --set action_repeat={demos.action_repeat} or record again")
+                        f"{cfg.action_repeat}; train with --set action_repeat={demos.action_repeat}, {record_again(cfg)}")
     return demos
+
+
+def record_again(cfg: DQNConfig) -> str:
+    """How to record demos seen as this run sees its env: play.py records a run's env as that run saw it."""
+    seen = f"pixel_view={cfg.pixel_view!r}, action_repeat={cfg.action_repeat}" if cfg.pixels else f"action_repeat={cfg.action_repeat}"
+    return f"or record again with `{command('play')} RUN_DIR --headless --save-demos FILE`, RUN_DIR a run seen as this one ({seen})"
 
 
 def training_transitions(demos: Demos, cfg: DQNConfig) -> Iterator[tuple[np.ndarray, int, float, np.ndarray, bool]]:
@@ -62,7 +68,7 @@ def training_transitions(demos: Demos, cfg: DQNConfig) -> Iterator[tuple[np.ndar
     if is_atari(cfg.env_id):
         if demos.lives is None:
             raise UserError(f"--demos: {cfg.demos} has no `lives` array, which Atari demos need for the training "
-                            "episodes' life-loss ends; record it again with play.py --save-demos")
+                            f"episodes' life-loss ends; record it again with `{command('play')} --save-demos FILE --env {demos.env_id} --human`")
         from envs.atari import clip_reward
 
         rewards = clip_reward(rewards)

@@ -122,8 +122,8 @@ def default_fps(env_id: str, human: bool) -> float:
     return 20.0 if human else 50.0
 
 
-def check_display(headless: bool) -> None:
-    """Fail with one line, before any slow loading, when no window can be opened.
+def check_display(headless: bool, human: bool = False) -> None:
+    """Fail with one line, before any slow loading, when no window can be opened (`human`: one is needed to play).
 
     Raises:
         UserError: on Linux without DISPLAY / WAYLAND_DISPLAY (unless SDL_VIDEODRIVER is set).
@@ -134,7 +134,8 @@ def check_display(headless: bool) -> None:
     if os.environ.get("SDL_VIDEODRIVER"):
         return
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UserError("no display available (DISPLAY and WAYLAND_DISPLAY are unset); pass --headless with --record or --record-dir, or run under xvfb-run")
+        way_out = "--human needs a window: play in a desktop session" if human else "pass --headless with --record or --record-dir"
+        raise UserError(f"no display available (DISPLAY and WAYLAND_DISPLAY are unset); {way_out}, or run under xvfb-run")
 
 
 def load_agent(run_dir: str, env, which: str = "final"):
@@ -286,7 +287,7 @@ def play(options: ViewOptions, on_view: Callable | None = None) -> tuple[list[fl
                    "action_repeat": int(model_meta.get("action_repeat", 1))}
         exported_runtime(o.model)  # a missing runtime is said before the env and the window start
     env_id = resolve_env_id(env_id)
-    check_display(o.headless)
+    check_display(o.headless, o.human)
     fps = o.fps or default_fps(env_id, o.human) / seen_as.get("action_repeat", 1)  # one frame per agent step, at the env's pace
     slug = env_id.replace("/", "-")
     from agent.rollout.video import check_writable_file
