@@ -14,6 +14,7 @@ node (docs/sweeps.md).
     DIR/<trial>/          one run directory per (env, setting, seed)
     DIR/summary.csv       per env and setting: the per-seed finals (eval.json means), IQM and its 95% CI
     DIR/curves.png        the evaluation curves: the IQM over seeds per setting, one panel per env
+    DIR/scores.csv        with --suite: per game and seed, the final score and its human-normalised score (agent.sweep.suite)
 
 Faults. The run directory is the trial's checkpoint: a trial that starts on a
 run directory holding a complete checkpoint resumes it exactly (Trainer with
@@ -48,14 +49,14 @@ from pathlib import Path
 import click
 
 from agent.sweep.cluster import check_address, import_ray, start_ray
-from agent.sweep.plan import SweepSpec, parse_grid, plan
+from agent.sweep.plan import MAX_SEEDS, SweepSpec, parse_grid, plan
 from agent.sweep.state import final_eval, prepare_out
 from agent.sweep.summary import format_table, plot_curves, summarize, write_summary_csv
+from agent.sweep import suite as suites
 from agent.sweep.tuner import run_sweep
 from common.errors import UserError, cli_errors
 
 DEFAULT_SEEDS = 5
-MAX_SEEDS = 1_000  # a bound on planning time: each seed of each setting is one config checked before Ray starts
 FILE_KEYS = {"env", "preset", "seeds", "first_seed", "steps", "search", "budget", "set", "grid"}
 
 
@@ -141,6 +142,8 @@ def same_command() -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--suite", "suite_name", default=None, metavar="NAME", help=f"Run a benchmark suite ({', '.join(sorted(suites.SUITES))}): its games, "
+              "preset and steps, then DIR/scores.csv (per game and seed, human-normalised); --env picks some of its games.")
 @click.option("--env", "env_ids", multiple=True, metavar="ENV_ID", help="Env id or preset alias (repeatable).  [default: CartPole-v1]")
 @click.option("--seeds", type=int, default=None, help=f"Seeds per setting: first-seed, ..., first-seed+N-1.  [default: {DEFAULT_SEEDS}]")
 @click.option("--first-seed", type=int, default=None, help="The first seed.  [default: 0]")
@@ -159,12 +162,16 @@ def same_command() -> str:
 @click.option("--search", is_flag=True, help="Try --budget settings drawn from the grid, and stop trials that trail early (ASHA).")
 @click.option("--budget", type=int, default=None, help="With --search: the number of grid settings to try.")
 @cli_errors(interrupt_hint=lambda kw: f"; resume with the same command: {same_command()}")
-def main(env_ids, seeds, first_seed, steps, out, preset, overrides, grid_pairs, config_file, address, allow_public_address, cpus, cpus_per_trial,
-         max_failures, search, budget):
+def main(suite_name, env_ids, seeds, first_seed, steps, out, preset, overrides, grid_pairs, config_file, address, allow_public_address, cpus,
+         cpus_per_trial, max_failures, search, budget):
     """Run a grid of envs x settings x seeds as Ray Tune trials, each a run directory; summarize finals (IQM, 95% CI) and curves."""
     if address is not None and cpus is not None:
         raise UserError("--cpus sizes the Ray started on this machine; a cluster joined with --address has its own (`ray start --num-cpus`)")
-    spec = build_spec(env_ids, preset, config_file, overrides, grid_pairs, seeds, first_seed, steps, search, budget)
+    if suite_name is not None:
+        spec = suites.suite_spec(suite_name, env_ids, seeds, first_seed, steps, overrides, preset=preset, grid_pairs=grid_pairs,
+                                 config_file=config_file, search=search, budget=budget)
+    else:
+        spec = build_spec(env_ids, preset, config_file, overrides, grid_pairs, seeds, first_seed, steps, search, budget)
     trials = plan(spec)
     if address is not None:
         check_address(address, allow_public=allow_public_address)
@@ -193,6 +200,8 @@ def main(env_ids, seeds, first_seed, steps, out, preset, overrides, grid_pairs, 
         done = sum(final_eval(out_dir / t.name, t.config["total_steps"]) is not None for t in trials)
         click.echo(f"\ninterrupted after {wall_s:.0f} s: {done} of {len(trials)} trials finished, the others keep their last checkpoint; "
                    f"resume with the same command: {same_command()}", err=True)
+        if spec.suite:
+            _suite_scores(spec, trials, out_dir, outcome["trials"])
         sys.exit(130)
     rows = summarize(trials, out_dir, outcome["trials"])
     write_summary_csv(rows, spec.seeds, out_dir / "summary.csv")
@@ -200,8 +209,22 @@ def main(env_ids, seeds, first_seed, steps, out, preset, overrides, grid_pairs, 
     click.echo("")
     click.echo(format_table(rows, spec.seeds))
     click.echo(f"\nwall time {wall_s:.1f} s; summary: {out_dir / 'summary.csv'}" + (f"; curves: {figure}" if figure else ""))
+    if spec.suite:
+        _suite_scores(spec, trials, out_dir, outcome["trials"])
     failed = [k for k, v in outcome["trials"].items() if v["status"] == "ERROR"]
     sys.exit(1 if failed else 0)
+
+
+def _suite_scores(spec: SweepSpec, trials, out_dir: Path, tune_results: dict) -> None:
+    """A suite's DIR/scores.csv (per game and seed) and its table; the comparison with the papers is `python -m agent.plot stats`."""
+    from agent.sweep.summary import why_unfinished
+
+    notes = {t.key: why_unfinished(out_dir / t.name, tune_results.get(t.key, {})) for t in trials}
+    rows = suites.score_rows(trials, out_dir, notes)
+    path = out_dir / "scores.csv"
+    suites.write_scores_csv(rows, path)
+    click.echo("\n" + suites.format_scores(rows, suites.get_suite(spec.suite)))
+    click.echo(f"scores: {path}; beside the published scores: python -m agent.plot stats {shlex.quote(str(path))}")
 
 
 if __name__ == "__main__":

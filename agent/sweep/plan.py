@@ -16,6 +16,7 @@ from typing import Any
 
 from common.errors import UserError
 
+MAX_SEEDS = 1_000  # a bound on planning time: each seed of each setting is one config checked before Ray starts
 # Fields the sweep sets itself: from --env, --seeds/--first-seed and --steps.
 OWN_FIELDS = {"env_id": "--env", "seed": "--seeds/--first-seed", "total_steps": "--steps"}
 
@@ -34,6 +35,8 @@ class SweepSpec:
         grid: `--grid` values per field; every combination is one setting.
         search: draw `budget` settings from the grid and stop weak trials early (ASHA).
         budget: settings tried with `search`.
+        suite: the benchmark suite this sweep runs (agent.sweep.suite), None for any other sweep; saved only when set,
+            so the sweep.json of a sweep made before suites existed still matches.
     """
 
     envs: tuple[str, ...]
@@ -44,9 +47,12 @@ class SweepSpec:
     grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     search: bool = False
     budget: int | None = None
+    suite: str | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)
+        if self.suite is None:
+            del data["suite"]
         data["envs"], data["seeds"] = list(self.envs), list(self.seeds)
         data["grid"] = {k: list(v) for k, v in self.grid.items()}
         return json.loads(json.dumps(data))  # tuples inside values become lists, as they read back

@@ -41,7 +41,7 @@ def summarize(trials: list[Trial], out: Path, tune_results: dict | None = None) 
         final = final_eval(run_dir, t.config["total_steps"])
         row.finals[t.seed] = None if final is None else float(final["mean"])
         if final is None:
-            row.notes.append(f"seed {t.seed}: {_why_unfinished(run_dir, tune_results.get(t.key, {}))}")
+            row.notes.append(f"seed {t.seed}: {why_unfinished(run_dir, tune_results.get(t.key, {}))}")
     for row in rows.values():
         finals = [v for v in row.finals.values() if v is not None]
         if finals:
@@ -49,7 +49,7 @@ def summarize(trials: list[Trial], out: Path, tune_results: dict | None = None) 
     return list(rows.values())
 
 
-def _why_unfinished(run_dir: Path, result: dict) -> str:
+def why_unfinished(run_dir: Path, result: dict) -> str:
     metrics = result.get("metrics") or {}
     if result.get("error"):
         return f"failed: {result['error']}"
