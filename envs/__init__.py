@@ -17,8 +17,57 @@ import numpy as np
 from envs.base import FRAME_STACK, MODES, OBSERVATIONS, PIXEL_VIEWS, EnvError  # MODES and EnvError stay importable from envs
 
 
-def _known_ids() -> list[str]:
-    return sorted(gym.registry.keys())
+def _suggestions(env_id: str, n: int = 3) -> list[str]:
+    """Up to `n` ids close to `env_id` that `make_env` takes: ALE games by their short name or ALE/...-v5 id (not
+    ale-py's legacy Breakout-v4, which `is_atari` leaves to the plain registry), other ids only if they build here
+    (no missing package such as jax or Box2D) with discrete actions and a vector or image observation."""
+    import warnings
+
+    atari: set[str] = set()
+    try:
+        from envs.atari import atari_aliases  # registers ale-py's ids, so the suggestions do not hang on what was imported before
+
+        atari = {name for alias, v5 in atari_aliases().items() for name in (alias, v5)}
+    except ImportError:
+        pass
+    others = [k for k, spec in gym.registry.items() if not str(spec.entry_point).startswith("ale_py")]
+    found: list[str] = []
+    for candidate in difflib.get_close_matches(env_id, sorted(atari.union(others)), n=10, cutoff=0.6):
+        if candidate not in atari:
+            try:
+                with warnings.catch_warnings():  # an old version's deprecation warning: the line stays one line
+                    warnings.simplefilter("ignore")
+                    env = gym.make(candidate, disable_env_checker=True)
+            except Exception:  # a probe: whatever stops the build (a missing package, a bad spec) rules it out
+                continue
+            try:
+                check_spaces(candidate, env)
+            except EnvError:
+                continue
+            finally:
+                env.close()
+        found.append(candidate)
+        if len(found) == n:
+            break
+    return found
+
+
+def _unknown_id(env_id: str) -> EnvError:
+    """The refusal of an id no registry holds: the close ids `make_env` takes, or the command that lists every id."""
+    close = _suggestions(env_id)
+    if close:
+        return EnvError(f"unknown env id {env_id!r}; did you mean {', '.join(close)}?")
+    import importlib.util
+
+    ale = importlib.util.find_spec("ale_py") is not None  # ale-py registers its games only once imported
+    listing = "import ale_py, gymnasium; gymnasium.register_envs(ale_py); " if ale else "import gymnasium; "
+    return EnvError(f"unknown env id {env_id!r}; `python -c \"{listing}gymnasium.pprint_registry()\"` lists them")
+
+
+def _missing_package(env_id: str, e: ImportError) -> EnvError:
+    """gymnasium's DependencyNotInstalled says what to install; a bare ImportError (phys2d/CartPole-v1 without jax) is named."""
+    missing = f"the module {e.name!r} is not installed" if e.name else (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return EnvError(f"env {env_id!r} needs an extra package: {missing}")
 
 
 def is_atari(env_id: str) -> bool:
@@ -78,9 +127,7 @@ def make_env(
 
         return make_atari_env(env_id, seed=seed, mode=mode, render_mode=render_mode, frame_stack=frame_stack or FRAME_STACK)
     if env_id not in gym.registry:
-        close = difflib.get_close_matches(env_id, _known_ids(), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; `python -c \"import gymnasium; gymnasium.pprint_registry()\"` lists them"
-        raise EnvError(f"unknown env id {env_id!r}{hint}")
+        raise _unknown_id(env_id)
     if (pixels or render_mode == "rgb_array") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         # Classic-control envs render with pygame, whose video init on a machine with no
         # display prints "error: XDG_RUNTIME_DIR is invalid"; off-screen drawing needs no driver.
@@ -89,6 +136,8 @@ def make_env(
         env = gym.make(env_id, render_mode="rgb_array" if pixels else render_mode)
     except gym.error.DependencyNotInstalled as e:
         raise EnvError(f"env {env_id!r} needs an extra package: {e}") from None
+    except ImportError as e:
+        raise _missing_package(env_id, e) from None
     try:
         check_spaces(env_id, env)
     except EnvError:

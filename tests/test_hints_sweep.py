@@ -2,20 +2,26 @@
 
 Fast: without Ray (its import refused, tests/hint_tools.py) or with one older than the floor (a stand-in `ray` module
 first on PYTHONPATH), the line's `pip install '.[cluster]'` names the extra that brings a Ray this sweep takes.
+Fast, without Ray: a rerun of other settings in a sweep's --out is told the command that started it (kept in its
+sweep.json), and that command resumes the sweep (followed in-process up to where Ray would start).
 Slow: the flag hints followed one after another, each line read and done, until the sweep runs (one Ray start), and the
-sweep then told to resume with the command that started it. The hints about a real cluster (`ray start --head`,
---allow-public-address) need one and are not followed here.
+sweep then told to resume with the command that started it, which it does. The hints about a real cluster (`ray start
+--head`, --allow-public-address) need one and are not followed here.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
+import sys
+from pathlib import Path
 
 import pytest
 
-from hint_tools import provides, pyproject, refused, requirement_names, run, succeeded, user_env, without
+from hint_tools import ROOT, provides, pyproject, python_command, refusal, refused, requirement_names, run, succeeded, user_env, without
 
-pytest.importorskip("ray", reason="Ray is not installed (pip install '.[cluster]')")
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install '.[cluster]')")
 
 TINY = ["--env", "CartPole-v1", "--seeds", "1", "--steps", "300", "--set", "eval_every=300", "--set", "checkpoint_every=300",
         "--set", "learning_starts=200", "--set", "eval_episodes=2", "--set", "final_eval_episodes=2", "--set", "jit_compile=false"]
@@ -40,6 +46,7 @@ def cluster_extra(line: str):
     return requirement
 
 
+@needs_ray
 def test_without_ray_told_to_pip_install_the_cluster_extra_which_brings_it(tmp_path):
     line = refused(run(sweep(*TINY, "--out", tmp_path / "sweep"), env=without(("ray",), tmp_path / "site")))
     assert "the sweep runs on Ray Tune, which is not installed" in line, line
@@ -47,6 +54,7 @@ def test_without_ray_told_to_pip_install_the_cluster_extra_which_brings_it(tmp_p
     assert not (tmp_path / "sweep").exists()
 
 
+@needs_ray
 def test_an_old_ray_told_to_upgrade_the_cluster_extra_gets_one_the_sweep_takes(tmp_path):
     import importlib.metadata
 
@@ -74,6 +82,57 @@ def replace(command: list[str], old: list[str], new: list[str]) -> list[str]:
     return command[:at] + new + command[at + len(old):]
 
 
+def test_a_sweep_of_other_settings_told_the_command_that_started_it_which_resumes_it(tmp_path, monkeypatch):
+    """`python -m agent.sweep` in-process (sys.argv as a shell gives it), stopped where it would import and start Ray.
+    The --out is relative, as typed; from another directory the command is told with `cd DIR &&`; an older sweep.json,
+    without the command, is told to look in it."""
+    from click.testing import CliRunner
+
+    import agent.sweep.cli as cli
+    from agent.sweep.state import prepare_out
+
+    class StartsRay(Exception):
+        pass
+
+    resumed = []
+
+    def prepare_then_stop(*args, **kwargs):
+        resumed.append(prepare_out(*args, **kwargs)[1])
+        raise StartsRay
+
+    monkeypatch.setattr(cli, "import_ray", lambda: None)
+    monkeypatch.setattr(cli, "prepare_out", prepare_then_stop)
+
+    def typed(command: list[str]):
+        assert command[:3] == ["python", "-m", "agent.sweep"], command
+        monkeypatch.setattr(sys, "argv", [str(ROOT / "agent" / "sweep" / "__main__.py"), *command[3:]])
+        return CliRunner().invoke(cli.main, command[3:])
+
+    monkeypatch.chdir(tmp_path)
+    first = sweep(*TINY, "--out", "sweep", "--grid", "learning_rate=1e-3,3e-4")
+    assert isinstance(typed(first).exception, StartsRay) and resumed == [False]
+    line = refusal(typed(replace(first, ["--seeds", "1"], ["--seeds", "2"])))
+    assert "holds a sweep with other seeds; resume it with the command that started it: `" in line, line
+    told = python_command(line, "resume it with the command that started it")
+    assert told == first, line
+    assert isinstance(typed(told).exception, StartsRay) and resumed == [False, True]
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    line = refusal(typed(sweep(*TINY[:2], "--seeds", "2", *TINY[4:], "--out", tmp_path / "sweep")))
+    told = python_command(line, "resume it with the command that started it")
+    assert told[0] == "cd" and Path(told[1]).resolve() == tmp_path.resolve() and told[2] == "&&" and told[3:] == first, line
+    monkeypatch.chdir(told[1])
+    assert isinstance(typed(told[3:]).exception, StartsRay) and resumed == [False, True, True]
+
+    saved = tmp_path / "sweep" / "sweep.json"
+    older = {k: v for k, v in json.loads(saved.read_text()).items() if k not in ("command", "cwd")}
+    saved.write_text(json.dumps(older))
+    line = refusal(typed(replace(first, ["--seeds", "1"], ["--seeds", "2"])))
+    assert line.endswith("resume it with the command that started it (its sweep.json), or choose another --out"), line
+
+
+@needs_ray
 @pytest.mark.slow
 def test_sweep_flag_hints_followed_one_after_another_run_the_sweep_and_it_resumes_as_told(tmp_path):
     (tmp_path / "full").mkdir()
@@ -106,6 +165,7 @@ def test_sweep_flag_hints_followed_one_after_another_run_the_sweep_and_it_resume
     follow(command[:grid] + command[grid + 2:], "--search draws settings from the grid; give at least one --grid key=v1,v2")
 
     line = follow(replace(command, ["--seeds", "1"], ["--seeds", "2"]), "holds a sweep with other seeds")
-    assert "resume it with the command that started it" in line, line
-    done = succeeded(run(command, timeout=600))
+    told = python_command(line, "resume it with the command that started it")
+    assert told == command, line  # the sweep.json keeps the command line that started the sweep
+    done = succeeded(run(told, timeout=600))
     assert "resuming the sweep" in done.stdout and "1 of 1 trials finished" in done.stdout, done.stdout

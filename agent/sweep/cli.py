@@ -176,7 +176,7 @@ def main(suite_name, env_ids, seeds, first_seed, steps, out, preset, overrides, 
     if address is not None:
         check_address(address, allow_public=allow_public_address)
     import_ray()
-    out_dir, resuming = prepare_out(out, spec, trials)
+    out_dir, resuming = prepare_out(out, spec, trials, command=same_command())
     started = time.perf_counter()
     if resuming:
         done = sum(final_eval(out_dir / t.name, t.config["total_steps"]) is not None for t in trials)

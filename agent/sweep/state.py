@@ -1,6 +1,7 @@
 """The sweep directory's own files and what a rerun resumes from.
 
-    DIR/sweep.json   what the sweep runs; a rerun must ask for the same (that is how "the same command" resumes)
+    DIR/sweep.json   what the sweep runs; a rerun must ask for the same (that is how "the same command" resumes); also the
+                     command line that started it and its directory, which a refusal names (absent in older ones)
     DIR/tune/        Tune's experiment state (restored by agent.sweep.tuner)
     DIR/<trial>/     a run directory, finished when its eval.json is at its total_steps
 """
@@ -8,6 +9,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -19,8 +22,11 @@ EXPERIMENT = "tune"  # Tune's experiment directory under DIR
 SPEC_FILE = "sweep.json"
 
 
-def prepare_out(out: str | Path, spec: SweepSpec, trials: list[Trial]) -> tuple[Path, bool]:
+def prepare_out(out: str | Path, spec: SweepSpec, trials: list[Trial], command: str | None = None) -> tuple[Path, bool]:
     """Create DIR and write sweep.json, or accept DIR of the same sweep to resume it.
+
+    `command` (`python -m agent.sweep ...`, as typed) is kept in a new sweep.json with the directory it ran in, so that a
+    rerun asking for other settings is told the command that resumes this sweep.
 
     Returns:
         (DIR as an absolute path, whether it already held this sweep).
@@ -44,17 +50,36 @@ def prepare_out(out: str | Path, spec: SweepSpec, trials: list[Trial]) -> tuple[
             raise UserError(f"{str(saved)!r} is damaged (no spec); start the sweep in another --out")
         if old["spec"] != wanted["spec"]:
             diff = [k for k in wanted["spec"] if old["spec"].get(k) != wanted["spec"][k]] or ["settings"]
-            raise UserError(f"{str(out)!r} holds a sweep with other {', '.join(diff)}; resume it with the command that started it "
-                            "(its sweep.json), or choose another --out")
+            raise UserError(f"{str(out)!r} holds a sweep with other {', '.join(diff)}; resume it with the command that started it"
+                            f"{started_by(old)}, or choose another --out")
         return out, True
     if out.is_dir() and any(out.iterdir()):
         raise UserError(f"{str(out)!r} is not empty and holds no sweep; choose a new or empty --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(saved, {**wanted, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+        started = {"command": command, "cwd": _cwd()} if command else {}
+        atomic_write_json(saved, {**wanted, **started, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     except OSError as e:
         raise UserError(f"cannot write the sweep directory {str(out)!r}: {e.strerror or e}") from None
     return out, False
+
+
+def started_by(saved: dict) -> str:
+    """": `python -m agent.sweep ...`" as sweep.json keeps it (prefixed by `cd DIR &&` when it ran elsewhere, its paths
+    may be relative); " (its sweep.json)" for a sweep.json written before the command was kept, or with a damaged one."""
+    command, cwd = saved.get("command"), saved.get("cwd")
+    if not isinstance(command, str) or not command.startswith("python -m agent.sweep ") or any(c in command for c in "`\n\r"):
+        return " (its sweep.json)"
+    if isinstance(cwd, str) and os.path.isabs(cwd) and not any(c in cwd for c in "`\n\r") and cwd != _cwd():
+        command = f"cd {shlex.quote(cwd)} && {command}"
+    return f": `{command}`"
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory it was started in is gone
+        return None
 
 
 def final_eval(run_dir: Path, total_steps: int) -> dict | None:
