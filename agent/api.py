@@ -226,7 +226,8 @@ class DQN:
         if self._frames is not None:
             self._frames.reset()
 
-    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+    def predict(self, obs: np.ndarray, deterministic: bool = True, state: np.ndarray | None = None,
+                episode_start: np.ndarray | bool | None = None):
         """The action for one observation (a 0-d int64 array), or for a batch (an `(B,)` array).
 
         `obs` is what the run's env gives (`make_env`'s observation), a batch of
@@ -234,6 +235,11 @@ class DQN:
         gray, one per env step; they are stacked here: call `reset_frames()` at
         each episode start). `deterministic=False` explores with the run's
         current epsilon.
+
+        A recurrent agent (`network = "recurrent"`) returns `(action, state)`, as sb3-contrib's recurrent
+        policies do: pass the returned state back with the next observation, `state=None` at the first
+        step, and `episode_start` (a bool, or one per row) True where an episode starts, which zeroes that
+        row's state. The state is float32 `(B, 2, lstm_units)`: the LSTM's `h` and `c`.
         """
         agent = self.agent
         obs = np.asarray(obs)
@@ -253,8 +259,24 @@ class DQN:
         else:
             raise UserError(f"predict got an observation of shape {obs.shape}; this model takes {agent.obs_shape} (or a batch of them)")
         epsilon = 0.0 if deterministic else self._run.epsilon
+        if getattr(agent, "recurrent", False):
+            carry = self._recurrent_state(len(batch), state, episode_start)
+            actions, carry = agent.act_recurrent(batch.astype(agent.obs_dtype, copy=False), carry, epsilon, rng=self._predict_rng)
+            return (actions if batch is obs else actions[0]), carry
         actions = agent.act(batch.astype(agent.obs_dtype, copy=False), epsilon, rng=self._predict_rng)
         return actions if batch is obs else actions[0]
+
+    def _recurrent_state(self, rows: int, state, episode_start) -> np.ndarray:
+        """`predict`'s state argument checked, with the rows that start an episode zeroed (a copy: the caller's stays)."""
+        agent = self.agent
+        carry = agent.initial_carry(rows) if state is None else np.array(state, np.float32)
+        if carry.shape != (rows, 2, agent.lstm_units):
+            raise UserError(f"predict got a state of shape {carry.shape}; this agent's is {(rows, 2, agent.lstm_units)} "
+                            "(pass back the state predict returned, or None at an episode's start)")
+        if episode_start is not None:
+            starts = np.broadcast_to(np.asarray(episode_start, bool).reshape(-1), (rows,))
+            carry[starts] = 0.0
+        return carry
 
     def evaluate(self, episodes: int = 10, epsilon: float | None = None, seed: int | None = None) -> dict:
         """Play `episodes` on the evaluation env (epsilon: the run's `eval_epsilon`); returns

@@ -89,8 +89,12 @@ def lstm_cell(units: int, name: str | None = None) -> keras.layers.LSTMCell:
 def lstm_block(units: int, name: str = "lstm") -> keras.layers.LSTM:
     """The chapter's cell unrolled over a sequence `(B, T, F)`: returns every step's output `(B, T, units)` and the
     final state `h, c`, and starts from a given one (`initial_state=[h, c]`). The recurrent Q-network's memory
-    (agent/dqn/recurrent.py: DRQN, Hausknecht & Stone 2015; R2D2, Kapturowski et al. 2019)."""
-    return keras.layers.LSTM(units, return_sequences=True, return_state=True, name=name)
+    (agent/dqn/recurrent.py: DRQN, Hausknecht & Stone 2015; R2D2, Kapturowski et al. 2019).
+
+    Unrolled in the graph (`unroll=True`: sequences have a known length, one step when acting), so the step model
+    converts to TFLite's builtin ops; a symbolic loop would need TensorFlow's list ops there.
+    """
+    return keras.layers.LSTM(units, return_sequences=True, return_state=True, unroll=True, name=name)
 
 
 def resolve_torso_kind(kind: str, obs_shape: Sequence[int]) -> str:

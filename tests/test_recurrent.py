@@ -160,3 +160,104 @@ def test_a_recurrent_checkpoint_is_refused_by_a_feed_forward_config_and_the_reve
     train(feed_forward.replace(total_steps=300), other, progress=False)
     with pytest.raises(CheckpointError, match="network='mlp', this run's config.toml says 'recurrent'"):
         RunPart(cfg(), {}).load_state(other / "checkpoints" / "step-000000300" / "run", "checkpoint step-000000300")
+
+
+def test_play_py_plays_and_records_a_recurrent_run_as_its_evaluation_scores_it(straight, tmp_path):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from agent.rollout.evaluation import evaluate
+
+    run, _ = straight
+    root = Path(__file__).resolve().parent.parent
+    video = tmp_path / "recurrent.mp4"
+    result = subprocess.run([sys.executable, str(root / "play.py"), str(run), "--headless", "--episodes", "3", "--seed", "7",
+                             "--record", str(video)], cwd=root, capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = [float(s) for s in re.findall(r"^episode \d+: ([\d.]+)$", result.stdout, re.M)]
+    assert len(scores) == 3 and video.stat().st_size > 0
+    # The window's player (keras model, numpy step, state reset per episode) plays what evaluation plays on the same seeds.
+    agent = RecurrentDQNAgent((2,), np.float32, 2, cfg(), seed=0)
+    agent.set_online_weights(keras.models.load_model(run / "model.keras").get_weights())
+    env = make_env("CartPole-v1", seed=0, mode="eval", observe="position")
+    assert evaluate(agent, env, 3, 0.0, seed=7)["returns"] == scores
+
+
+def test_the_api_predicts_with_a_state_passed_back_and_zeroed_at_episode_starts(straight, tmp_path):
+    import shutil
+
+    from agent.api import DQN
+    from agent.rollout.evaluation import evaluate
+    from common.errors import UserError
+
+    run, _ = straight
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    with DQN.load(copy) as model:
+        env = model.make_env(mode="eval")
+        returns = []
+        for episode in range(2):
+            obs, _ = env.reset(seed=11 + episode)
+            state, total, done = None, 0.0, False
+            while not done:
+                action, state = model.predict(obs, state=state, episode_start=state is None)
+                assert state.shape == (1, 2, UNITS)
+                obs, reward, terminated, truncated, _ = env.step(int(action))
+                total, done = total + reward, terminated or truncated
+            returns.append(total)
+        assert evaluate(model.agent, model.make_env(mode="eval"), 2, 0.0, seed=11)["returns"] == returns
+        batch = np.zeros((3, 2), np.float32)
+        actions, state = model.predict(batch)
+        assert actions.shape == (3,) and state.shape == (3, 2, UNITS)
+        with pytest.raises(UserError, match="state of shape"):
+            model.predict(batch, state=np.zeros((1, 2, UNITS)))
+
+
+@pytest.mark.parametrize("fmt", ["saved_model", "tflite", "onnx"])
+def test_a_recurrent_agent_exports_as_a_step_function_that_matches_keras_over_an_episode(straight, tmp_path, fmt):
+    from agent.export.convert import CHECK_OBSERVATIONS, export, keras_q_values, observations
+    from agent.export.runtimes import load_q_fn, read_metadata, runtime_missing
+
+    if fmt != "saved_model" and runtime_missing(fmt):
+        pytest.skip(runtime_missing(fmt))
+    run, _ = straight
+    out = tmp_path / {"saved_model": "model", "tflite": "model.tflite", "onnx": "model.onnx"}[fmt]
+    result = export(run, fmt, out)
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4 * max(1.0, result.max_abs_q)  # checked over 100 steps
+    meta = read_metadata(out)
+    assert meta["recurrent"]["units"] == UNITS and meta["observe"] == "position"
+    if fmt == "saved_model":
+        return
+    # the runtime's q_fn carries the state: stepping it through an episode twice, with a reset between, repeats itself
+    env = make_env("CartPole-v1", seed=0, mode="play", observe="position")
+    obs = observations(env, CHECK_OBSERVATIONS, seed=3)
+    q_fn = load_q_fn(out, fmt)
+    first = np.concatenate([q_fn(o[None]) for o in obs])
+    q_fn.reset()
+    again = np.concatenate([q_fn(o[None]) for o in obs])
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(first, keras_q_values(keras.models.load_model(run / "model.keras"), obs), atol=1e-4)
+    q_fn.reset()
+    alone = q_fn(obs[50][None])  # the 51st observation seen first, from the zero state
+    assert not np.allclose(alone, first[50:51])  # the state carried over 50 steps changes the Q-values
+    # play.py plays the export (no TensorFlow) on the env its metadata names: velocities hidden, as the run was trained
+    played = play_scores(out, "--seed", "7")
+    assert played == play_scores(run, "--seed", "7")
+
+
+def play_scores(source, *args: str) -> list[float]:
+    """`play.py SOURCE --headless --episodes 2` in a process of its own; the episodes' scores it prints."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, str(root / "play.py"), str(source), "--headless", "--episodes", "2", *args], cwd=root,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [float(s) for s in re.findall(r"^episode \d+: ([\d.]+)$", result.stdout, re.M)]

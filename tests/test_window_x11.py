@@ -119,6 +119,28 @@ def breakout_run(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def recurrent_run(tmp_path_factory) -> Path:
+    """A recurrent Q-network on CartPole with its velocities hidden, trained in-process for a few hundred env steps."""
+    from agent.core.presets import resolve_config
+    from agent.run.trainer import train
+
+    path = tmp_path_factory.mktemp("recurrent")
+    cfg = resolve_config(env_id="CartPole-v1", preset="cartpole-recurrent", overrides={
+        "total_steps": 600, "learning_starts": 200, "lstm_units": 16, "eval_every": 0, "eval_episodes": 1, "final_eval_episodes": 1,
+        "checkpoint_every": 0})
+    train(cfg, path, progress=False)
+    return path
+
+
+def test_watch_a_recurrent_agent_in_a_real_window_with_its_hud(display, recurrent_run, tmp_path):
+    """The recurrent agent's step model plays in the window (its state carried step to step); keys work as for any agent."""
+    proc = start_play(display, recurrent_run, "--episodes", "1000", "--fps", "5", "--screenshot-dir", tmp_path)
+    out, err = type_keys(display, proc, ["space", "period", "s", "q"])  # pause, one step, screenshot (HUD on), quit
+    assert proc.returncode == 0, f"{crashed(proc.returncode)}: {err[-2000:]}"
+    assert len(screenshots(tmp_path)) == 1, err
+
+
 def test_watch_trained_cartpole_agent_in_a_real_window(display, cartpole_run):
     result = run_play(display, cartpole_run, "--episodes", "2", "--max-steps", "60", "--fps", "1000")
     assert result.returncode == 0, f"{crashed(result.returncode)}: {result.stderr[-2000:]}"

@@ -56,12 +56,58 @@ def default_epsilon(env_id: str) -> float:
 
 
 def keras_q_fn(model) -> QFn:
-    """A `q_fn` from a Keras Q-network: one traced `tf.function`, never `model.predict` per step."""
+    """A `q_fn` from a Keras Q-network: one traced `tf.function`, never `model.predict` per step.
+    A recurrent network's (agent/dqn/recurrent.py) is a `RecurrentQFn`, which carries its state."""
     import tensorflow as tf
 
+    from agent.dqn.recurrent import is_recurrent
+
+    if is_recurrent(model):
+        return RecurrentQFn.from_keras(model)
     spec = tf.TensorSpec([None, *model.input_shape[1:]], dtype=model.inputs[0].dtype)
     call = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     return lambda obs_batch: call(obs_batch).numpy()
+
+
+class RecurrentQFn:
+    """A recurrent Q-network's step function as a `q_fn`: each call is one step of an episode, the state carried from
+    call to call (one per row of the batch) and zeroed by `reset()` at an episode's start (`QPolicy.reset`).
+
+    Args:
+        step: `(obs (B, ...), carry (B, 2, units)) -> (q (B, num_actions), carry after obs)`.
+        units: the LSTM's units.
+    """
+
+    def __init__(self, step: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], units: int):
+        self._step, self.units = step, int(units)
+        self.carry: np.ndarray | None = None
+
+    @classmethod
+    def from_keras(cls, model) -> RecurrentQFn:
+        """The Keras step model (agent/dqn/recurrent.py) in numpy (`RecurrentNumpyPolicy`) where it can, else one traced
+        `tf.function`."""
+        from agent.dqn.recurrent import RecurrentNumpyPolicy, lstm_units
+
+        if RecurrentNumpyPolicy.supports(model):
+            return cls(RecurrentNumpyPolicy(model).step, lstm_units(model))
+        import tensorflow as tf
+
+        call = tf.function(lambda obs, h, c: model([obs, h, c], training=False))
+
+        def step(obs, carry):
+            q, h, c = call(obs, carry[:, 0], carry[:, 1])
+            return q.numpy(), np.stack([h.numpy(), c.numpy()], axis=1)
+
+        return cls(step, lstm_units(model))
+
+    def reset(self) -> None:
+        self.carry = None
+
+    def __call__(self, obs_batch: np.ndarray) -> np.ndarray:
+        if self.carry is None or len(self.carry) != len(obs_batch):
+            self.carry = np.zeros((len(obs_batch), 2, self.units), np.float32)
+        q, self.carry = self._step(np.asarray(obs_batch), self.carry)
+        return np.asarray(q, np.float32)
 
 
 class QPolicy:
@@ -77,6 +123,11 @@ class QPolicy:
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         return np.asarray(self.q_fn(obs[None]))[0]
+
+    def reset(self) -> None:
+        """An episode starts: a recurrent `q_fn` (`RecurrentQFn`) forgets the last one."""
+        if hasattr(self.q_fn, "reset"):
+            self.q_fn.reset()
 
     def __call__(self, obs: np.ndarray) -> tuple[int, np.ndarray, bool]:
         """Returns (action, Q-values of `obs`, whether the action was a random one)."""

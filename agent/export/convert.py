@@ -153,6 +153,7 @@ def run_export(plan: Plan) -> Result:
         UserError: for a damaged model, one made for another env, or an export whose Q-values disagree.
     """
     from agent.core.config import env_options
+    from agent.dqn.recurrent import is_recurrent
     from agent.run.run_dir import RunDirectory
     from envs import EnvError, make_env
 
@@ -164,16 +165,20 @@ def run_export(plan: Plan) -> Result:
         env = make_env(cfg.env_id, seed=cfg.seed, mode="play", **env_options(cfg))
     except EnvError as e:
         raise UserError(str(e)) from None
+    recurrent = is_recurrent(model)
     try:
         obs_shape, n = tuple(env.observation_space.shape), int(env.action_space.n)
-        if tuple(model.input_shape[1:]) != obs_shape or model.output_shape[-1] != n:
-            raise UserError(f"the model in {str(plan.run_dir)!r} takes {tuple(model.input_shape[1:])} and gives {model.output_shape[-1]} Q-values, "
+        takes, gives = (model.input_shape[0], model.output_shape[0]) if recurrent else (model.input_shape, model.output_shape)
+        if tuple(takes[1:]) != obs_shape or gives[-1] != n:
+            raise UserError(f"the model in {str(plan.run_dir)!r} takes {tuple(takes[1:])} and gives {gives[-1]} Q-values, "
                             f"but {cfg.env_id} gives observations {obs_shape} and has {n} actions; the run directory is damaged")
         meta = metadata(plan, cfg, run_meta, env)
-        obs = observations(env, CHECK_OBSERVATIONS, seed=cfg.seed)
+        if recurrent:
+            meta["recurrent"] = recurrent_metadata(model)
+        obs = observations(env, CHECK_OBSERVATIONS, seed=cfg.seed)  # recurrent: stepped through in order, the state carried
     finally:
         env.close()
-    reference = np.asarray(model(obs, training=False))
+    reference = keras_q_values(model, obs)
     json_path = exported.metadata_path(plan.out)
     previous_json = json_path.read_bytes() if json_path.is_file() else None
     metadata_path = None
@@ -182,7 +187,7 @@ def run_export(plan: Plan) -> Result:
             convert(model, tmp, plan.fmt)
             if plan.fmt == "onnx":
                 meta["input"]["name"], meta["output"]["name"] = onnx_io_names(tmp)
-            diff, checked_with = check(tmp, plan.fmt, obs, reference)
+            diff, checked_with = check(tmp, plan.fmt, obs, reference, recurrent)
             # The metadata goes first (atomically), then the model's rename into place; should that fail, the
             # previous metadata is put back, so the model and its .json always belong together.
             metadata_path = exported.write_metadata(plan.out, meta)
@@ -194,6 +199,30 @@ def run_export(plan: Plan) -> Result:
                 atomic_write_bytes(json_path, previous_json)
         raise
     return Result(plan.out, metadata_path, diff, float(np.abs(reference).max()), checked_with)
+
+
+def keras_q_values(model, obs: np.ndarray) -> np.ndarray:
+    """The Keras model's Q-values of `obs`: a batch at once, or for a recurrent network one step per observation
+    from the zero state, the state carried (`agent.dqn.recurrent`), as a player would step through an episode."""
+    from agent.dqn.recurrent import is_recurrent, lstm_units
+
+    if not is_recurrent(model):
+        return np.asarray(model(obs, training=False))
+    h = c = np.zeros((1, lstm_units(model)), np.float32)
+    q_values = []
+    for o in obs:
+        q, h, c = (np.asarray(x) for x in model([o[None], h, c], training=False))
+        q_values.append(q[0])
+    return np.stack(q_values)
+
+
+def recurrent_metadata(model) -> dict:
+    """What a runtime needs to step a recurrent export (`<model>.json`'s "recurrent")."""
+    from agent.dqn.recurrent import lstm_units
+
+    units = lstm_units(model)
+    return {"units": units, "inputs": ["obs", "h", "c"], "outputs": ["q", "h", "c"],
+            "state": f"h and c: float32 [batch, {units}] each, zeros at each episode's start; feed back the h and c it returns"}
 
 
 def convert(model, path: Path, fmt: str) -> None:
@@ -220,8 +249,9 @@ def onnx_io_names(path: Path) -> tuple[str, str]:
     return graph.input[0].name, graph.output[0].name
 
 
-def check(path: Path, fmt: str, obs: np.ndarray, reference: np.ndarray) -> tuple[float | None, str]:
-    """Load the export in its own runtime and compare its Q-values with the Keras model's.
+def check(path: Path, fmt: str, obs: np.ndarray, reference: np.ndarray, recurrent: bool = False) -> tuple[float | None, str]:
+    """Load the export in its own runtime and compare its Q-values with the Keras model's (a `recurrent` step function's
+    stepped through `obs` from the zero state, as `keras_q_values` did).
 
     Returns:
         (max |difference|, the runtime), or (None, why it was not checked).
@@ -233,13 +263,15 @@ def check(path: Path, fmt: str, obs: np.ndarray, reference: np.ndarray) -> tuple
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(path))  # kept in a name: its functions hold only weak references to its variables
-        q = loaded.serve(tf.constant(obs)).numpy()
+        q = saved_model_steps(loaded, obs) if recurrent else loaded.serve(tf.constant(obs)).numpy()
         runtime = "tf.saved_model.load"
     else:
         reason = exported.runtime_missing(fmt)
         if reason:
             return None, f"not checked: {reason}"
-        q = exported.load_q_fn(path, fmt)(obs)
+        q_fn = exported.load_q_fn(path, fmt)
+        # a recurrent export (a RecurrentQFn: it has reset) steps through the observations one at a time, as Keras did
+        q = np.concatenate([q_fn(o[None]) for o in obs]) if hasattr(q_fn, "reset") else q_fn(obs)
         runtime = {"tflite": "the LiteRT interpreter (ai-edge-litert)", "onnx": "ONNX Runtime"}[fmt]
     diff = float(np.abs(np.asarray(q, dtype=np.float64) - reference).max())
     tolerance = CHECK_RTOL * max(1.0, float(np.abs(reference).max()))
@@ -247,6 +279,19 @@ def check(path: Path, fmt: str, obs: np.ndarray, reference: np.ndarray) -> tuple
         raise UserError(f"the {fmt} model's Q-values differ from the Keras model's by up to {diff:.3g} (more than {tolerance:.3g}) "
                         f"on {len(obs)} observations; nothing was saved")
     return diff, runtime
+
+
+def saved_model_steps(loaded, obs: np.ndarray) -> np.ndarray:
+    """A recurrent SavedModel's `serve([obs, h, c])` stepped through `obs` from the zero state."""
+    import tensorflow as tf
+
+    units = int(loaded.signatures["serving_default"].structured_input_signature[1]["h"].shape[-1])
+    h = c = tf.zeros((1, units))
+    q_values = []
+    for o in obs:
+        q, h, c = loaded.serve([tf.constant(o[None]), h, c])
+        q_values.append(q.numpy()[0])
+    return np.stack(q_values)
 
 
 def metadata(plan: Plan, cfg, run_meta: dict, env) -> dict:
@@ -263,6 +308,8 @@ def metadata(plan: Plan, cfg, run_meta: dict, env) -> dict:
         "pixels": cfg.pixels,
         "pixel_view": cfg.pixel_view,
         "action_repeat": cfg.action_repeat,
+        "observe": cfg.observe,
+        "frame_stack": cfg.frame_stack,
         "input": {"name": "obs", "shape": [None, *obs_shape], "dtype": str(dtype)},
         "output": {"shape": [None, n], "dtype": "float32"},
         "num_actions": n,

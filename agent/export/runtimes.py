@@ -10,6 +10,9 @@ runs it (play.py, a C++ program, a phone app) knows what to feed it:
     output                       {"shape": [null, num_actions], "dtype": "float32"}: one Q-value per action
     action_meanings              the name of each action, in order
     preprocessing                a sentence on what an observation is
+    observe, frame_stack         what of the env's state is seen, and how many observations are stacked (envs.make_env)
+    recurrent                    a recurrent network's step function (obs, h, c) -> (q, h', c'): {"units", "state",
+                                 "inputs", "outputs"}; absent for a feed-forward network
 
 This module imports no TensorFlow: play.py plays a .tflite file through the
 LiteRT interpreter (the `ai-edge-litert` package) and a .onnx file through
@@ -121,6 +124,11 @@ def _wrong_field(meta: dict[str, Any]) -> str | None:
     repeat = meta.get("action_repeat", 1)
     if not _is_int(repeat) or repeat < 1:
         return f"action_repeat must be an integer >= 1, got {repeat!r}"
+    if not isinstance(meta.get("observe", "full"), str):
+        return "observe must be a string such as 'full' or 'position'"
+    stack = meta.get("frame_stack")
+    if stack is not None and (not _is_int(stack) or stack < 1):
+        return f"frame_stack must be an integer >= 1 or null, got {stack!r}"
     return None
 
 
@@ -189,6 +197,8 @@ def _tflite_q_fn(path: Path):
         interpreter = Interpreter(model_path=str(path))
     except (ValueError, RuntimeError) as e:
         raise UserError(f"{str(path)!r} is not a readable TFLite model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if len(interpreter.get_input_details()) == 3:
+        return _tflite_step_fn(interpreter)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     allocated = [None]  # the batch size the tensors are allocated for
 
@@ -213,6 +223,8 @@ def _onnx_q_fn(path: Path):
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail, ...)
         raise UserError(f"{str(path)!r} is not a readable ONNX model ({type(e).__name__})") from None
+    if [i.name for i in session.get_inputs()] == list(STEP_INPUTS):
+        return _onnx_step_fn(session)
     inp = session.get_inputs()[0]
     dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32
 
@@ -220,3 +232,59 @@ def _onnx_q_fn(path: Path):
         return session.run(None, {inp.name: np.ascontiguousarray(obs_batch, dtype=dtype)})[0]
 
     return q_fn
+
+
+# ---------------------------------------------------------------- a recurrent network's step function
+
+STEP_INPUTS = ("obs", "h", "c")  # a recurrent export's inputs, and its outputs (q, h', c') in this order (agent/dqn/recurrent.py)
+
+
+def _tflite_step_fn(interpreter):
+    """A recurrent export in LiteRT as a stateful `q_fn` (`RecurrentQFn`): inputs found by their names (the converter
+    orders them its own way), outputs in the model's order (q, h', c'), every tensor sized to the batch."""
+    from agent.dqn.policies import RecurrentQFn
+
+    by_name = {}
+    for detail in interpreter.get_input_details():
+        for name in STEP_INPUTS:
+            if detail["name"].endswith(f"_{name}:0"):
+                by_name[name] = detail
+    if set(by_name) != set(STEP_INPUTS):
+        raise UserError(f"a TFLite model with inputs {[d['name'] for d in interpreter.get_input_details()]} is not a recurrent step "
+                        f"function (obs, h, c); export it again")
+    outputs = sorted(interpreter.get_output_details(), key=lambda d: int(d["name"].rsplit(":", 1)[-1]))
+    units = int(by_name["h"]["shape"][-1])
+    allocated = [None]
+
+    def step(obs_batch: np.ndarray, carry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        feeds = {"obs": np.ascontiguousarray(obs_batch, dtype=by_name["obs"]["dtype"]),
+                 "h": np.ascontiguousarray(carry[:, 0], np.float32), "c": np.ascontiguousarray(carry[:, 1], np.float32)}
+        if allocated[0] != len(obs_batch):
+            for name, value in feeds.items():
+                interpreter.resize_tensor_input(by_name[name]["index"], value.shape)
+            with quiet_stderr():
+                interpreter.allocate_tensors()
+            allocated[0] = len(obs_batch)
+        for name, value in feeds.items():
+            interpreter.set_tensor(by_name[name]["index"], value)
+        interpreter.invoke()
+        q, h, c = (interpreter.get_tensor(d["index"]).copy() for d in outputs)
+        return q, np.stack([h, c], axis=1)
+
+    return RecurrentQFn(step, units)
+
+
+def _onnx_step_fn(session):
+    """A recurrent export in ONNX Runtime as a stateful `q_fn` (`RecurrentQFn`)."""
+    from agent.dqn.policies import RecurrentQFn
+
+    obs_input = session.get_inputs()[0]
+    dtype = np.uint8 if obs_input.type == "tensor(uint8)" else np.float32
+    units = int(session.get_inputs()[1].shape[-1])
+
+    def step(obs_batch: np.ndarray, carry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q, h, c = session.run(None, {"obs": np.ascontiguousarray(obs_batch, dtype=dtype), "h": np.ascontiguousarray(carry[:, 0], np.float32),
+                                     "c": np.ascontiguousarray(carry[:, 1], np.float32)})
+        return q, np.stack([h, c], axis=1)
+
+    return RecurrentQFn(step, units)

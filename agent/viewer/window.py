@@ -145,13 +145,16 @@ def load_agent(run_dir: str, env, which: str = "final"):
         UserError: for a missing or corrupt model, or one made for another env.
     """
     from agent.dqn.policies import keras_q_fn
+    from agent.dqn.recurrent import is_recurrent
     from agent.run.run_dir import RunDirectory
 
     model = RunDirectory(run_dir).load_model(which)
     obs_shape, n = tuple(env.observation_space.shape), int(env.action_space.n)
-    if tuple(model.input_shape[1:]) != obs_shape or model.output_shape[-1] != n:
+    # a recurrent network's inputs are (obs, h, c) and its outputs (q, h', c'): the observation and the Q-values come first
+    takes, gives = (model.input_shape[0], model.output_shape[0]) if is_recurrent(model) else (model.input_shape, model.output_shape)
+    if tuple(takes[1:]) != obs_shape or gives[-1] != n:
         raise UserError(
-            f"the model in {run_dir!r} takes {tuple(model.input_shape[1:])} and gives {model.output_shape[-1]} Q-values, "
+            f"the model in {run_dir!r} takes {tuple(takes[1:])} and gives {gives[-1]} Q-values, "
             f"but the env gives observations {obs_shape} and has {n} actions; the run directory is damaged"
         )
     return keras_q_fn(model)
@@ -285,6 +288,10 @@ def play(options: ViewOptions, on_view: Callable | None = None) -> tuple[list[fl
         env_id = model_meta["env_id"]
         seen_as = {"pixels": bool(model_meta.get("pixels")), "pixel_view": model_meta.get("pixel_view", "full"),
                    "action_repeat": int(model_meta.get("action_repeat", 1))}
+        if model_meta.get("observe", "full") != "full":  # exports made before these fields saw the full state, unstacked
+            seen_as["observe"] = model_meta["observe"]
+        if model_meta.get("frame_stack") is not None:
+            seen_as["frame_stack"] = model_meta["frame_stack"]
         exported_runtime(o.model)  # a missing runtime is said before the env and the window start
     env_id = resolve_env_id(env_id)
     check_display(o.headless, o.human)
