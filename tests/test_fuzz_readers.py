@@ -475,7 +475,7 @@ def test_checkpoint_state_files(examples, tmp_path, run, live_parts):
     fuzz("checkpoint state files", examples, strategy, check)
 
 
-# --------------------------------------------------------------------------- the replay state (uniform and frame memories)
+# --------------------------------------------------------------------------- the replay state (uniform, frame and sequence memories)
 
 
 @pytest.fixture(scope="module")
@@ -500,9 +500,28 @@ def frame_replay_state(tmp_path_factory):
     return path, make
 
 
-@pytest.mark.parametrize("kind", ["uniform", "frames"])
+@pytest.fixture(scope="module")
+def sequence_replay_state(tmp_path_factory):
+    """A prioritized sequence replay's saved state (the recurrent network's), a ring that wrapped and an open episode."""
+    from agent.core.state_files import write_state
+    from replay import SequenceReplay
+
+    def make():
+        return SequenceReplay(30, (2,), np.float32, (2, 3), sequence_length=4, burn_in=1, seed=0, prioritized=True)
+
+    memory, rng = make(), np.random.default_rng(0)
+    for episode in range(5):
+        for t in range(7):
+            memory.add(rng.normal(size=2), t % 2, 1.0, rng.normal(size=2), episode < 4 and t == 6, carry=rng.normal(size=(2, 3)))
+    memory.update_priorities(np.flatnonzero(memory.sampleable), rng.random(len(memory)))
+    path = tmp_path_factory.mktemp("sequences") / "replay"
+    write_state(path, memory.state_dict())
+    return path, make
+
+
+@pytest.mark.parametrize("kind", ["uniform", "frames", "sequences"])
 @pytest.mark.parametrize("examples", TIERS)
-def test_replay_state(examples, kind, tmp_path, run, frame_replay_state):
+def test_replay_state(examples, kind, tmp_path, run, frame_replay_state, sequence_replay_state):
     from agent.run.loop import make_replay
     from agent.run.run_state import StateDictPart
 
@@ -510,7 +529,7 @@ def test_replay_state(examples, kind, tmp_path, run, frame_replay_state):
         saved, cfg = run["ckpt"] / "replay", run["cfg"]
         memory = make_replay(cfg, (4,), np.float32)
     else:
-        saved, make = frame_replay_state
+        saved, make = frame_replay_state if kind == "frames" else sequence_replay_state
         memory = make()
     part = StateDictPart(memory, "replay memory", optional=tuple(getattr(memory, "REBUILT_IF_MISSING", ())))
 

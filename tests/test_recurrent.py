@@ -216,7 +216,7 @@ def test_the_api_predicts_with_a_state_passed_back_and_zeroed_at_episode_starts(
             model.predict(batch, state=np.zeros((1, 2, UNITS)))
 
 
-@pytest.mark.parametrize("fmt", ["saved_model", "tflite", "onnx"])
+@pytest.mark.parametrize("fmt", [pytest.param("saved_model", marks=pytest.mark.slow), pytest.param("tflite", marks=pytest.mark.slow), "onnx"])
 def test_a_recurrent_agent_exports_as_a_step_function_that_matches_keras_over_an_episode(straight, tmp_path, fmt):
     from agent.export.convert import CHECK_OBSERVATIONS, export, keras_q_values, observations
     from agent.export.runtimes import load_q_fn, read_metadata, runtime_missing
@@ -261,3 +261,17 @@ def play_scores(source, *args: str) -> list[float]:
                             capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-2000:]
     return [float(s) for s in re.findall(r"^episode \d+: ([\d.]+)$", result.stdout, re.M)]
+
+
+def test_overlapped_learning_acts_on_the_frozen_recurrent_copy_and_resumes_exactly(tmp_path):
+    straight_dir, paused_dir = tmp_path / "a", tmp_path / "b"
+    straight_dir.mkdir()
+    paused_dir.mkdir()
+    overlapped = cfg(total_steps=400, overlap_learning=True, eval_every=0, checkpoint_every=200)
+    a = train(overlapped, straight_dir, progress=False)
+    train(overlapped, paused_dir, progress=False, pause_at=250)
+    learner_state = json.loads((paused_dir / "checkpoints" / "step-000000250" / "learner" / "state.json").read_text())
+    assert learner_state["values"]["held"] is True and len(learner_state["arrays"]) > 3  # the torso, the LSTM and the head
+    b = train(overlapped, paused_dir, progress=False, resume=True)
+    assert (a.env_steps, a.episodes, a.updates) == (b.env_steps, b.episodes, b.updates)
+    assert a.final_eval["returns"] == b.final_eval["returns"]
