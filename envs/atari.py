@@ -86,7 +86,9 @@ def resolve_atari_id(name: str) -> str:
     by_lower = {k.lower(): v for k, v in aliases.items()}
     if name.lower() in by_lower:
         return by_lower[name.lower()]
-    candidates = ids + list(aliases)
+    # only ids make_env takes as Atari: ALE/...-v5 and ...NoFrameskip-v4 ids and the short names (not ale-py's Breakout-v4,
+    # which the plain registry would get and refuse)
+    candidates = [i for i in ids if i.startswith("ALE/") or "NoFrameskip" in i] + list(aliases)
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; try one of {', '.join(list(aliases)[:5])}, ..."
     raise EnvError(f"unknown Atari env id {name!r}{hint}")

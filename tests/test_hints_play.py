@@ -180,7 +180,7 @@ def test_a_misspelled_env_id_told_what_it_may_mean_plays_the_first():
     assert "episode 1:" in succeeded(run(random_play(suggested(line)[0]))).stdout
 
 
-@pytest.mark.parametrize("misspelled, first", [("CartPole-v9", "CartPole-v1"), ("Breakoutt", "Breakout")])
+@pytest.mark.parametrize("misspelled, first", [("CartPole-v9", "CartPole-v1"), ("Breakoutt", "Breakout"), ("ALE/Breakout-v9", "ALE/Breakout-v5")])
 def test_a_misspelled_env_id_told_what_it_may_mean_plays_each(misspelled, first):
     """Only ids make_env takes are named: not ale-py's legacy Breakout-v4 (no Atari id to envs.is_atari) nor
     phys2d/CartPole-v1 (it needs jax, not installed here)."""
