@@ -127,7 +127,8 @@ def recurrent_run(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("recurrent")
     cfg = resolve_config(env_id="CartPole-v1", preset="cartpole-recurrent", overrides={
-        "total_steps": 600, "learning_starts": 200, "lstm_units": 16, "eval_every": 0, "eval_episodes": 1, "final_eval_episodes": 1,
+        "total_steps": 600, "learning_starts": 200, "lstm_units": 16, "gradient_steps": 16, "jit_compile": False, "eval_every": 0,
+        "eval_episodes": 1, "final_eval_episodes": 1,
         "checkpoint_every": 0})
     train(cfg, path, progress=False)
     return path
