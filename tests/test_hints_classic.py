@@ -68,6 +68,7 @@ def test_mnist_given_a_directory_of_idx_files_told_it_is_fashion_trains_on_it(tm
     assert "test accuracy:" in trains("mnist", *dataset, "--data", tmp_path / "idx", "--epochs", "1")
 
 
+@pytest.mark.slow  # trains twice (~15 s); the fast tier follows classic's other hints
 def test_mnist_without_network_told_to_pass_data_or_place_the_file_trains(tmp_path):
     """Keras checks the sha256 of a cached mnist.npz, which a stand-in cannot have: for the place-it-there half Keras
     is told the file is good (the real file is), so the test checks that Keras reads the file where the line says."""
@@ -130,6 +131,7 @@ def test_fashion_data_given_a_file_told_to_give_a_directory_trains(tmp_path):
 # --------------------------------------------------------------------------- textgen
 
 
+@pytest.mark.slow  # trains the character RNN twice (~16 s)
 def test_textgen_without_network_told_to_pass_text_or_place_the_file_trains(tmp_path):
     line = refused(run(["python", "-m", "classic", "textgen", *TEXTGEN], env=offline(tmp_path)))
     match = re.search(r"download it from (\S+) and pass --text PATH, or place it at (\S+) \(", line)
