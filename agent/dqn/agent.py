@@ -354,10 +354,14 @@ class DQNAgent:
                 per_sample = error**2
             # Importance sampling (Schaul et al. 2016): mean(w * loss_i); no weights keeps plain DQN's graph.
             loss = tf.reduce_mean(per_sample if weights is None else weights * per_sample)
-        grads = tape.gradient(loss, variables)
+        grad_norm, finite = self._apply_if_finite(loss, tape.gradient(loss, variables), variables)
+        return loss, tf.reduce_mean(q_taken), grad_norm, finite, abs_error
+
+    def _apply_if_finite(self, loss, grads, variables):
+        """Clip the gradients by global norm and apply them, unless the loss or their norm is NaN/Inf: such a step is
+        never applied, so the weights stay finite and the caller stops training (a checkpoint taken then holds usable
+        weights). Returns (the gradient norm before clipping, whether the step was applied)."""
         grad_norm = tf.linalg.global_norm(grads)
-        # A NaN/Inf loss or gradient is never applied: the weights stay as they were, finite,
-        # and the caller stops training (a checkpoint taken then holds usable weights).
         finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
         if self.cfg.max_grad_norm > 0:
             grads, _ = tf.clip_by_global_norm(grads, self.cfg.max_grad_norm, use_norm=grad_norm)
@@ -370,26 +374,28 @@ class DQNAgent:
             return tf.constant(True)
 
         tf.cond(finite, apply, lambda: tf.constant(False))
-        return loss, tf.reduce_mean(q_taken), grad_norm, finite, abs_error
+        return grad_norm, finite
 
-    def _update_many(self, obs, actions, rewards, next_obs, discounts, weights=None):
+    def _update_many(self, *batch):
         """Up to K updates; stops at the first non-finite one, which is not applied.
 
-        `weights` (K, B), or None for plain DQN, scale each sample's loss.
+        `batch` is `batch_tensors`' tuple: stacked batches `(K, B, ...)` (the actions second), then the importance
+        weights `(K, B)`, or None for plain DQN; update i runs `_train_step` on every tensor's row i.
 
         Returns the mean loss, Q(s, a) and gradient norm over the updates
         applied, the number applied, the loss and gradient norm of the
-        refused update (0 when none was refused), and |delta| (K, B) of each
-        applied update's samples when weighted (zeros otherwise).
+        refused update (0 when none was refused), and the per-sample |delta| (K, B)
+        of each applied update when weighted (zeros otherwise; a recurrent agent's: per sequence).
         """
-        steps = tf.shape(actions)[0]
+        *tensors, weights = batch
+        steps = tf.shape(tensors[1])[0]
         totals = (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0))
         applied = tf.constant(0)
         bad = (tf.constant(0.0), tf.constant(0.0))
-        td_errors = tf.zeros_like(rewards)
+        td_errors = tf.zeros(tf.shape(tensors[1])[:2], tf.float32)
         for i in tf.range(steps):
             step_weights = None if weights is None else weights[i]
-            loss, q_mean, grad_norm, finite, abs_error = self._train_step(obs[i], actions[i], rewards[i], next_obs[i], discounts[i], step_weights)
+            loss, q_mean, grad_norm, finite, abs_error = self._train_step(*[t[i] for t in tensors], step_weights)
             if not finite:
                 bad = (loss, grad_norm)
                 break

@@ -84,15 +84,28 @@ def build_q_network(
             has 8 bits of mantissa: Q = 10 would move in steps of 0.06, more
             than the gap between two actions' values often is).
     """
+    inputs, x = torso_features(obs_shape, obs_dtype, kind, hidden_sizes, layer_norm, precision)
+    with _global_dtype_policy("float32"):  # the head: float32, whatever the torso computes in
+        q = q_head(num_actions, dueling)(x)
+    return keras.Model(inputs, q, name=name)
+
+
+def torso_features(obs_shape: tuple[int, ...], obs_dtype, kind: str, hidden_sizes: tuple[int, ...], layer_norm: bool,
+                   precision: str) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """(the observation input, the torso's features): the torso of `classic.blocks.torso_for`, computing in `precision`
+    ("bfloat16": Keras's mixed policy, weights float32). The feed-forward and the recurrent Q-networks start alike."""
     if precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
     inputs, x = observation_input(obs_shape, obs_dtype)
     with _global_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32"):
         for layer in torso_for(obs_shape, kind, hidden_sizes, layer_norm):
             x = layer(x)
-    with _global_dtype_policy("float32"):  # the head: float32, whatever the torso computes in
-        q = DuelingHead(num_actions, name="q")(x) if dueling else keras.layers.Dense(num_actions, name="q")(x)
-    return keras.Model(inputs, q, name=name)
+    return inputs, x
+
+
+def q_head(num_actions: int, dueling: bool) -> keras.layers.Layer:
+    """One Q-value per action from the features: a linear layer, or a dueling head (Wang et al. 2016); named "q"."""
+    return DuelingHead(num_actions, name="q") if dueling else keras.layers.Dense(num_actions, name="q")
 
 
 @functools.cache

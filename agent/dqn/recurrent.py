@@ -24,8 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from agent.dqn.networks import DuelingHead, NumpyPolicy, _global_dtype_policy
-from classic.blocks import lstm_block, observation_input, resolve_torso_kind, torso_for
+from agent.dqn.networks import NumpyPolicy, _global_dtype_policy, q_head, torso_features
+from classic.blocks import lstm_block, resolve_torso_kind
 
 STATE_INPUTS = ("h", "c")
 
@@ -47,18 +47,13 @@ def build_recurrent_q_network(
     The torso is the feed-forward network's (`classic.blocks.torso_for`: the MLP for vectors, the Nature CNN
     for frames), in bfloat16 with `precision="bfloat16"`; the LSTM and the head compute in float32.
     """
-    if precision not in ("float32", "bfloat16"):
-        raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
-    obs, x = observation_input(obs_shape, obs_dtype)
+    obs, x = torso_features(obs_shape, obs_dtype, resolve_torso_kind("auto", obs_shape), hidden_sizes, layer_norm, precision)
     h = keras.Input(shape=(lstm_units,), name="h")
     c = keras.Input(shape=(lstm_units,), name="c")
-    with _global_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32"):
-        for layer in torso_for(obs_shape, resolve_torso_kind("auto", obs_shape), hidden_sizes, layer_norm):
-            x = layer(x)
     with _global_dtype_policy("float32"):
         x = keras.layers.Reshape((1, x.shape[-1]), name="to_sequence")(x)
         _, h_next, c_next = lstm_block(lstm_units, name="lstm")(x, initial_state=[h, c])
-        q = DuelingHead(num_actions, name="q")(h_next) if dueling else keras.layers.Dense(num_actions, name="q")(h_next)
+        q = q_head(num_actions, dueling)(h_next)
     return keras.Model([obs, h, c], [q, h_next, c_next], name=name)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from agent.core.config import DQNConfig
-from agent.dqn.agent import DQNAgent, PendingResults, fused_adam_step
+from agent.dqn.agent import DQNAgent, PendingResults
 from agent.dqn.policies import epsilon_greedy
 from agent.dqn.recurrent import RecurrentNumpyPolicy, build_recurrent_q_network, unroll
 from replay.sequences import SequenceBatch
@@ -140,46 +140,10 @@ class RecurrentDQNAgent(DQNAgent):
             weighted = mask * (per_step if weights is None else weights[:, None] * per_step)
             trained_steps = tf.maximum(tf.reduce_sum(mask), 1.0)
             loss = tf.reduce_sum(weighted) / trained_steps  # every trained step weighs the same, as a DQN batch's transitions
-        grads = tape.gradient(loss, variables)
-        grad_norm = tf.linalg.global_norm(grads)
-        finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
-        if cfg.max_grad_norm > 0:
-            grads, _ = tf.clip_by_global_norm(grads, cfg.max_grad_norm, use_norm=grad_norm)
-
-        def apply():
-            if self._fused_adam:
-                fused_adam_step(self.optimizer, grads, variables)
-            else:
-                self.optimizer.apply(grads, variables)
-            return tf.constant(True)
-
-        tf.cond(finite, apply, lambda: tf.constant(False))
+        grad_norm, finite = self._apply_if_finite(loss, tape.gradient(loss, variables), variables)
         masked_error = mask * abs_error
         steps_per_sequence = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
         eta = cfg.priority_eta
         priorities = eta * tf.reduce_max(masked_error, axis=1) + (1.0 - eta) * tf.reduce_sum(masked_error, axis=1) / steps_per_sequence
         q_mean = tf.reduce_sum(mask * q_taken) / trained_steps
         return loss, q_mean, grad_norm, finite, priorities
-
-    def _update_many(self, obs, actions, returns, discounts, bootstrap, mask, burn_in_state, carry, weights=None):
-        """Up to K updates on stacked sequence batches `(K, B, W, ...)`; stops at the first non-finite one (not applied).
-
-        Returns what `DQNAgent._update_many` does, with each applied update's sequence priorities `(K, B)` last.
-        """
-        steps = tf.shape(actions)[0]
-        totals = (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0))
-        applied = tf.constant(0)
-        bad = (tf.constant(0.0), tf.constant(0.0))
-        priorities = tf.zeros(tf.shape(mask)[:2], tf.float32)
-        for i in tf.range(steps):
-            step_weights = None if weights is None else weights[i]
-            loss, q_mean, grad_norm, finite, sequence_priorities = self._train_step(
-                obs[i], actions[i], returns[i], discounts[i], bootstrap[i], mask[i], burn_in_state[i], carry[i], step_weights)
-            if not finite:
-                bad = (loss, grad_norm)
-                break
-            totals = tuple(t + o for t, o in zip(totals, (loss, q_mean, grad_norm)))
-            applied += 1
-            priorities = tf.tensor_scatter_nd_update(priorities, [[i]], sequence_priorities[None])
-        n = tf.cast(tf.maximum(applied, 1), tf.float32)
-        return (*(t / n for t in totals), applied, *bad, priorities)
