@@ -5,8 +5,10 @@ A demos file (`play.py --save-demos`) is an `.npz` without pickled objects:
 float32 (the env's true rewards), `terminated` and `truncated` bool, a 0-d
 unicode `env_id`, for Atari `lives` (int64, lives left after each step), and
 how the env was seen when it was not seen plainly: `pixel_view` (0-d unicode,
-pixel envs) and `action_repeat` (0-d int64, when > 1). A run refuses demos
-whose view or repeat is not its own: the frames or the dynamics would differ.
+pixel envs), `action_repeat` (0-d int64, when > 1), `observe` (0-d unicode,
+when not "full": e.g. "position", velocities hidden) and `frame_stack` (0-d
+int64, vector observations stacked). A run refuses demos whose view, repeat,
+observation or stack is not its own: the inputs or the dynamics would differ.
 `DemoRecorder` writes it, `load_demos` reads and checks it against its env,
 `load_for_run` against a run's env, and `training_transitions` says what the
 training env would have made of each step (Atari: clipped rewards and a
@@ -46,6 +48,8 @@ class Demos:
     lives: np.ndarray | None = None  # [N] int64, Atari lives left after each step (files from play.py)
     pixel_view: str | None = None  # the pixel window the frames were cut with (pixel envs; None: not recorded)
     action_repeat: int = 1  # env steps each recorded action was taken for (envs.ActionRepeat)
+    observe: str = "full"  # what of the state vector was seen (envs/observe.py)
+    frame_stack: int | None = None  # observations stacked per state, when recorded with a stack set (envs.make_env)
 
 
 def env_spaces(env_id: str) -> tuple[tuple[int, ...], int]:
@@ -105,7 +109,9 @@ def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) 
     # rendering with `--pixels`, -> 84x84x4), so any uint8 (H, W, C) stack is what a network may
     # eat (`load_for_run` checks the run's exact shape); vector observations must match exactly.
     preprocessed_frames = obs_shape is None and obs.ndim == 4 and obs.dtype == np.uint8
-    if obs.shape[1:] != expected and not preprocessed_frames:
+    # Vectors seen another way (some entries hidden, several stacked) have their own width: `load_for_run` checks it.
+    seen_otherwise = obs_shape is None and obs.ndim == 2 and ("observe" in arrays or "frame_stack" in arrays)
+    if obs.shape[1:] != expected and not (preprocessed_frames or seen_otherwise):
         raise ClassicError(f"{path}: obs have shape {obs.shape[1:]} but {env_id} observations are {expected}")
     if obs.dtype != np.uint8 and not np.issubdtype(obs.dtype, np.floating):
         raise ClassicError(f"{path}: obs must be float32 (vectors) or uint8 (frames), got {obs.dtype}")
@@ -132,11 +138,19 @@ def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) 
     if repeat is not None and (repeat.shape != () or not np.issubdtype(repeat.dtype, np.integer) or int(repeat) < 1):
         got = f"{repeat.item()!r}" if repeat.shape == () else f"{repeat.dtype} {repeat.shape}"  # an array's repr runs over lines
         raise ClassicError(f"{path}: action_repeat must be a 0-d integer >= 1, got {got}")
+    observe = arrays.get("observe")
+    if observe is not None and (observe.shape != () or observe.dtype.kind != "U"):
+        raise ClassicError(f"{path}: observe must be a 0-d string array such as np.array('position'), got {observe.dtype} {observe.shape}")
+    stack = arrays.get("frame_stack")
+    if stack is not None and (stack.shape != () or not np.issubdtype(stack.dtype, np.integer) or int(stack) < 1):
+        got = f"{stack.item()!r}" if stack.shape == () else f"{stack.dtype} {stack.shape}"
+        raise ClassicError(f"{path}: frame_stack must be a 0-d integer >= 1, got {got}")
     return Demos(
         env_id=env_id, obs=obs, actions=actions.astype(np.int64), num_actions=num_actions,
         rewards=arrays["rewards"].astype(np.float32), terminated=arrays["terminated"].astype(bool),
         truncated=arrays["truncated"].astype(bool), lives=None if lives is None else lives.astype(np.int64),
         pixel_view=None if pixel_view is None else str(pixel_view), action_repeat=1 if repeat is None else int(repeat),
+        observe="full" if observe is None else str(observe), frame_stack=None if stack is None else int(stack),
     )
 
 
@@ -149,6 +163,8 @@ class DemoRecorder:
         seen_as = seen_as or {}
         self.pixel_view = seen_as.get("pixel_view") if seen_as.get("pixels") else None
         self.action_repeat = int(seen_as.get("action_repeat", 1))
+        self.observe = str(seen_as.get("observe", "full"))
+        self.frame_stack = seen_as.get("frame_stack")
         self.obs: list[np.ndarray] = []
         self.actions: list[int] = []
         self.rewards: list[float] = []
@@ -190,6 +206,10 @@ class DemoRecorder:
             arrays["pixel_view"] = np.array(self.pixel_view)
         if self.action_repeat != 1:
             arrays["action_repeat"] = np.array(self.action_repeat, dtype=np.int64)
+        if self.observe != "full":
+            arrays["observe"] = np.array(self.observe)
+        if self.frame_stack is not None:
+            arrays["frame_stack"] = np.array(int(self.frame_stack), dtype=np.int64)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
         return path

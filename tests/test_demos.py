@@ -246,3 +246,33 @@ def test_a_file_that_is_not_an_npz_archive_is_refused_in_one_line_without_pickle
     message = str(caught.value)
     assert message.startswith(f"{path}: ") and "\n" not in message and "pickle" not in message.split("(")[0].lower()
     assert "allow_pickle" not in message and "Python objects" not in message
+
+
+def test_demos_of_a_masked_env_record_how_it_was_seen_and_train_a_run_that_sees_it_so(tmp_path):
+    """observe="position" and frame_stack travel with the demos: a run seeing the env the same way trains on them, a run
+    seeing the full state is refused in one line that says how to train on them."""
+    from classic.demos import load_demos
+    from envs import make_env
+
+    seen_as = {"pixels": False, "pixel_view": "full", "action_repeat": 1, "observe": "position", "frame_stack": 2}
+    env = make_env("CartPole-v1", seed=0, **seen_as)
+    recorder = DemoRecorder("CartPole-v1", seen_as)
+    obs, _ = env.reset(seed=0)
+    for t in range(60):
+        action = t % 2
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        recorder.add(obs, action, reward, terminated, truncated)
+        obs = next_obs
+        if terminated or truncated:
+            obs, _ = env.reset()
+    path = recorder.save(tmp_path / "masked.npz", env.observation_space.shape, env.observation_space.dtype)
+    demos = load_demos(path)
+    assert (demos.observe, demos.frame_stack, demos.obs.shape[1:]) == ("position", 2, (4,))
+    base = ["--env", "CartPole-v1", "--steps", "300", "--demos", str(path), "--eval-every", "0", "--set", "final_eval_episodes=1",
+            "--set", "learning_starts=100", "--no-progress"]
+    refused = CliRunner().invoke(train_cli.main, [*base, "--run-dir", str(tmp_path / "full")])
+    assert refused.exit_code == 2 and "observe='position', frame_stack=2" in refused.stderr, refused.stderr
+    trained = CliRunner().invoke(train_cli.main, [*base, "--run-dir", str(tmp_path / "masked"), "--set", "observe=position",
+                                                  "--set", "frame_stack=2"])
+    assert trained.exit_code == 0, trained.stderr
+    assert "demonstration transitions" in trained.stderr

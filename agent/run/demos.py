@@ -30,6 +30,10 @@ def load_for_run(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> Demos
         raise UserError(f"--demos: {e}") from None
     if not same_env(demos.env_id, cfg.env_id):
         raise UserError(f"--demos: {cfg.demos} was recorded on {demos.env_id}, this run is {cfg.env_id}")
+    if demos.observe != cfg.observe or demos.frame_stack != cfg.frame_stack:
+        raise UserError(f"--demos: {cfg.demos} was recorded with observe={demos.observe!r}, frame_stack={demos.frame_stack}; this run's "
+                        f"are {cfg.observe!r}, {cfg.frame_stack}; train with --set observe={demos.observe} --set frame_stack="
+                        f"{'none' if demos.frame_stack is None else demos.frame_stack}, {record_again(cfg)}")
     if demos.obs.shape[1:] != tuple(obs_shape):
         raise UserError(f"--demos: {cfg.demos} holds observations of shape {demos.obs.shape[1:]}, this run's are {tuple(obs_shape)}")
     if demos.obs.dtype != np.dtype(obs_dtype):
