@@ -131,27 +131,40 @@ def load_demos(path: str | os.PathLike, obs_shape: Sequence[int] | None = None) 
     lives = arrays.get("lives")
     if lives is not None and (lives.shape != (n,) or not np.issubdtype(lives.dtype, np.integer)):
         raise ClassicError(f"{path}: lives must be {n} integers like obs, got {lives.dtype} {lives.shape}")
-    pixel_view = arrays.get("pixel_view")
-    if pixel_view is not None and (pixel_view.shape != () or pixel_view.dtype.kind != "U"):
-        raise ClassicError(f"{path}: pixel_view must be a 0-d string array such as np.array('cart'), got {pixel_view.dtype} {pixel_view.shape}")
-    repeat = arrays.get("action_repeat")
-    if repeat is not None and (repeat.shape != () or not np.issubdtype(repeat.dtype, np.integer) or int(repeat) < 1):
-        got = f"{repeat.item()!r}" if repeat.shape == () else f"{repeat.dtype} {repeat.shape}"  # an array's repr runs over lines
-        raise ClassicError(f"{path}: action_repeat must be a 0-d integer >= 1, got {got}")
-    observe = arrays.get("observe")
-    if observe is not None and (observe.shape != () or observe.dtype.kind != "U"):
-        raise ClassicError(f"{path}: observe must be a 0-d string array such as np.array('position'), got {observe.dtype} {observe.shape}")
-    stack = arrays.get("frame_stack")
-    if stack is not None and (stack.shape != () or not np.issubdtype(stack.dtype, np.integer) or int(stack) < 1):
-        got = f"{stack.item()!r}" if stack.shape == () else f"{stack.dtype} {stack.shape}"
-        raise ClassicError(f"{path}: frame_stack must be a 0-d integer >= 1, got {got}")
+    pixel_view, observe = _text_field(arrays, "pixel_view", "cart", path), _text_field(arrays, "observe", "position", path)
+    repeat, stack = _count_field(arrays, "action_repeat", path), _count_field(arrays, "frame_stack", path)
     return Demos(
         env_id=env_id, obs=obs, actions=actions.astype(np.int64), num_actions=num_actions,
         rewards=arrays["rewards"].astype(np.float32), terminated=arrays["terminated"].astype(bool),
         truncated=arrays["truncated"].astype(bool), lives=None if lives is None else lives.astype(np.int64),
-        pixel_view=None if pixel_view is None else str(pixel_view), action_repeat=1 if repeat is None else int(repeat),
-        observe="full" if observe is None else str(observe), frame_stack=None if stack is None else int(stack),
+        pixel_view=pixel_view, action_repeat=1 if repeat is None else repeat, observe="full" if observe is None else observe,
+        frame_stack=stack,
     )
+
+
+def _text_field(arrays: dict, name: str, example: str, path) -> str | None:
+    """An optional 0-d string field of how the env was seen (None: not recorded).
+
+    Raises:
+        ClassicError: another shape or dtype.
+    """
+    value = arrays.get(name)
+    if value is not None and (value.shape != () or value.dtype.kind != "U"):
+        raise ClassicError(f"{path}: {name} must be a 0-d string array such as np.array({example!r}), got {value.dtype} {value.shape}")
+    return None if value is None else str(value)
+
+
+def _count_field(arrays: dict, name: str, path) -> int | None:
+    """An optional 0-d integer >= 1 field of how the env was seen (None: not recorded).
+
+    Raises:
+        ClassicError: another shape or dtype, or a count below 1.
+    """
+    value = arrays.get(name)
+    if value is not None and (value.shape != () or not np.issubdtype(value.dtype, np.integer) or int(value) < 1):
+        got = f"{value.item()!r}" if value.shape == () else f"{value.dtype} {value.shape}"  # an array's repr runs over lines
+        raise ClassicError(f"{path}: {name} must be a 0-d integer >= 1, got {got}")
+    return None if value is None else int(value)
 
 
 class DemoRecorder:

@@ -172,11 +172,11 @@ class SequenceReplay(PrioritizedSampling):
         if terminated or truncated:
             self._write_row(next_obs, LAST, False)
             while self.pending:  # the episode is over: its open sequences end here
-                self._complete(self.pending.popleft())
+                self._set_sampleable(self.pending.popleft(), True)
             self.open = False
         else:
             while self.pending and (self.pos - self.pending[0]) % self.capacity >= self.window:
-                self._complete(self.pending.popleft())
+                self._set_sampleable(self.pending.popleft(), True)
 
     def _write_row(self, obs, kind: int, episode_start: bool) -> int:
         row = self.pos
@@ -187,9 +187,6 @@ class SequenceReplay(PrioritizedSampling):
         self.pos = (row + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
         return row
-
-    def _complete(self, row: int) -> None:
-        self._set_sampleable(row, True)
 
     def _set_sampleable(self, row: int, on: bool) -> None:
         self.sampleable[row] = on
@@ -237,9 +234,6 @@ class SequenceReplay(PrioritizedSampling):
             burn_in_state=burn_in_state.astype(np.float32).reshape(shape),
             carry=self.carries[starts].reshape(*shape, *self.carry_shape),
         )
-
-    def _sampleable(self) -> np.ndarray:
-        return self.sampleable.copy()
 
     # ------------------------------------------------------------ checkpoints
 

@@ -239,7 +239,7 @@ def test_a_recurrent_agent_exports_as_a_step_function_that_matches_keras_over_an
     q_fn.reset()
     again = np.concatenate([q_fn(o[None]) for o in obs])
     np.testing.assert_array_equal(first, again)
-    np.testing.assert_allclose(first, keras_q_values(keras.models.load_model(run / "model.keras"), obs), atol=1e-4)
+    np.testing.assert_allclose(first, keras_q_values(keras.models.load_model(run / "model.keras"), obs, recurrent=True), atol=1e-4)
     q_fn.reset()
     alone = q_fn(obs[50][None])  # the 51st observation seen first, from the zero state
     assert not np.allclose(alone, first[50:51])  # the state carried over 50 steps changes the Q-values

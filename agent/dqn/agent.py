@@ -145,11 +145,16 @@ class DQNAgent:
         """Whether single observations are acted on by the numpy copy of the network (see NumpyPolicy) instead of TF."""
         return self._numpy_policy is not None
 
+    def _numpy_policy_for(self, rows: int):
+        """The numpy acting copy when it takes a batch of `rows` observations, else None (TensorFlow acts)."""
+        policy = self._numpy_policy
+        return policy if policy is not None and (policy.max_batch is None or rows <= policy.max_batch) else None
+
     def q_values(self, obs_batch: np.ndarray) -> np.ndarray:
         """Q-values of the online network, shape `(B, num_actions)`, float32."""
         obs_batch = np.asarray(obs_batch, dtype=self.obs_dtype)
-        policy = self._numpy_policy
-        if policy is not None and (policy.max_batch is None or len(obs_batch) <= policy.max_batch):
+        policy = self._numpy_policy_for(len(obs_batch))
+        if policy is not None:
             return policy.q_values(obs_batch).astype(np.float32, copy=False)
         return self._q_fn(obs_batch).numpy()
 
@@ -282,17 +287,22 @@ class DQNAgent:
         """
         if batch.discounts is None:  # a one-step batch made by hand
             batch = batch._replace(discounts=(self.cfg.gamma * (1.0 - np.asarray(batch.terminated, np.float32))).astype(np.float32))
-        if weights is not None and np.shape(weights) != np.shape(batch.actions):
-            raise ValueError(f"weights of shape {np.shape(weights)} for actions of shape {np.shape(batch.actions)}")
-        actions_shape = np.shape(batch.actions)
-        if np.ndim(batch.actions) == 1:
-            batch = Batch(*(np.expand_dims(x, 0) for x in batch))
+        samples_shape, samples = self._samples_shape(batch)
+        if weights is not None and np.shape(weights) != samples_shape:
+            raise ValueError(f"weights of shape {np.shape(weights)} for {samples} of shape {samples_shape}")
+        if len(samples_shape) == 1:
+            batch = type(batch)(*(np.expand_dims(x, 0) for x in batch))
             weights = None if weights is None else np.asarray(weights)[None]
         # Without weights the traced graph is the one of plain DQN (the weighted loss is a separate trace).
         outputs = self._update_fn(*self.batch_tensors(batch, weights))
         loss, q_mean, grad_norm, applied, bad_loss, bad_grad_norm, td_errors = (x.numpy() for x in outputs)
-        return PendingResults(int(batch.actions.shape[0]), actions_shape, int(applied), float(loss), float(q_mean), float(grad_norm),
+        return PendingResults(int(batch.actions.shape[0]), samples_shape, int(applied), float(loss), float(q_mean), float(grad_norm),
                               float(bad_loss), float(bad_grad_norm), td_errors)
+
+    @staticmethod
+    def _samples_shape(batch: Batch) -> tuple[tuple[int, ...], str]:
+        """The shape of what one importance weight and one |TD error| belong to, `(B,)` or `(K, B)`: a transition."""
+        return np.shape(batch.actions), "actions"
 
     @staticmethod
     def batch_tensors(batch: Batch, weights: np.ndarray | None = None) -> tuple:

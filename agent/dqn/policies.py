@@ -86,19 +86,16 @@ class RecurrentQFn:
     def from_keras(cls, model) -> RecurrentQFn:
         """The Keras step model (agent/dqn/recurrent.py) in numpy (`RecurrentNumpyPolicy`) where it can, else one traced
         `tf.function`."""
-        from agent.dqn.recurrent import RecurrentNumpyPolicy, lstm_units
+        from agent.dqn.recurrent import RecurrentNumpyPolicy, keras_step, lstm_units
 
-        if RecurrentNumpyPolicy.supports(model):
-            return cls(RecurrentNumpyPolicy(model).step, lstm_units(model))
-        import tensorflow as tf
-
-        call = tf.function(lambda obs, h, c: model([obs, h, c], training=False))
-
-        def step(obs, carry):
-            q, h, c = call(obs, carry[:, 0], carry[:, 1])
-            return q.numpy(), np.stack([h.numpy(), c.numpy()], axis=1)
-
+        step = RecurrentNumpyPolicy(model).step if RecurrentNumpyPolicy.supports(model) else keras_step(model)
         return cls(step, lstm_units(model))
+
+    def steps(self, obs: np.ndarray) -> np.ndarray:
+        """Q-values of `obs` (N, ...) taken as one episode's observations in order, from the zero state: one call per
+        observation (what an export is checked on, agent/export/convert.py)."""
+        self.reset()
+        return np.concatenate([self(o[None]) for o in obs])
 
     def reset(self) -> None:
         self.carry = None

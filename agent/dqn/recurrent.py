@@ -62,6 +62,13 @@ def is_recurrent(model: keras.Model) -> bool:
     return len(model.inputs) == 3 and any(layer.name == "lstm" for layer in model.layers)
 
 
+def q_network_signature(model: keras.Model) -> tuple[tuple[int, ...], int]:
+    """(one observation's shape, the number of Q-values) of a saved Q-network, feed-forward or recurrent (whose inputs
+    are (obs, h, c) and outputs (q, h', c'): the observation and the Q-values come first)."""
+    takes, gives = (model.input_shape[0], model.output_shape[0]) if is_recurrent(model) else (model.input_shape, model.output_shape)
+    return tuple(takes[1:]), int(gives[-1])
+
+
 def lstm_units(model: keras.Model) -> int:
     return int(model.get_layer("lstm").units)
 
@@ -86,6 +93,20 @@ def unroll(model: keras.Model, obs_seq, carry, training: bool = False):
     outputs, h, c = model.get_layer("lstm")(x, initial_state=[carry[:, 0], carry[:, 1]], training=training)
     q = ops.cast(model.get_layer("q")(outputs), "float32")
     return q, ops.stack([h, c], axis=1)
+
+
+def keras_step(model: keras.Model, jit_compile: bool = False):
+    """The step model as `step(obs (B, ...), carry (B, 2, units)) -> (q (B, num_actions), carry after obs)`, numpy in and
+    out, one traced `tf.function` (with XLA if `jit_compile`)."""
+    import tensorflow as tf
+
+    call = tf.function(lambda obs, h, c: model([obs, h, c], training=False), jit_compile=jit_compile, reduce_retracing=True)
+
+    def step(obs: np.ndarray, carry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q, h, c = call(obs, carry[:, 0], carry[:, 1])
+        return q.numpy(), np.stack([h.numpy(), c.numpy()], axis=1)
+
+    return step
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -21,9 +21,9 @@ import numpy as np
 import tensorflow as tf
 
 from agent.core.config import DQNConfig
-from agent.dqn.agent import DQNAgent, PendingResults
+from agent.dqn.agent import DQNAgent
 from agent.dqn.policies import epsilon_greedy
-from agent.dqn.recurrent import RecurrentNumpyPolicy, build_recurrent_q_network, unroll
+from agent.dqn.recurrent import RecurrentNumpyPolicy, build_recurrent_q_network, keras_step, unroll
 from replay.sequences import SequenceBatch
 
 
@@ -36,8 +36,7 @@ class RecurrentDQNAgent(DQNAgent):
         super().__init__(obs_shape, obs_dtype, num_actions, cfg, seed)
         self.lstm_units = int(cfg.lstm_units)
         self._numpy_policy = RecurrentNumpyPolicy(self.online) if RecurrentNumpyPolicy.supports(self.online) else None
-        self._step_fn = tf.function(lambda obs, carry: self.online([obs, carry[:, 0], carry[:, 1]], training=False),
-                                    jit_compile=True, reduce_retracing=True)
+        self._tf_step = keras_step(self.online, jit_compile=True)  # where the numpy copy does not act
 
     def _build(self, name: str, precision: str) -> keras.Model:
         cfg = self.cfg
@@ -55,12 +54,11 @@ class RecurrentDQNAgent(DQNAgent):
         """Q-values `(B, num_actions)` of `obs_batch` after the state `carry`, and the state after it."""
         obs_batch = np.asarray(obs_batch, dtype=self.obs_dtype)
         carry = np.asarray(carry, np.float32)
-        policy = self._numpy_policy
-        if policy is not None and (policy.max_batch is None or len(obs_batch) <= policy.max_batch):
+        policy = self._numpy_policy_for(len(obs_batch))
+        if policy is not None:
             q, carry = policy.step(obs_batch, carry)
             return q.astype(np.float32, copy=False), carry
-        q, h, c = self._step_fn(obs_batch, carry)
-        return q.numpy(), np.stack([h.numpy(), c.numpy()], axis=1)
+        return self._tf_step(obs_batch, carry)
 
     def q_values(self, obs_batch: np.ndarray) -> np.ndarray:
         """Q-values of observations seen at an episode's start (the zero state); acting goes through `step`."""
@@ -76,19 +74,10 @@ class RecurrentDQNAgent(DQNAgent):
 
     # ----- learning -----
 
-    def compute_update(self, batch: SequenceBatch, weights: np.ndarray | None = None) -> PendingResults:
-        """The compiled learner call on sequences `(B, W, ...)` or stacked `(K, B, W, ...)` (`SequenceReplay`); `weights`
-        the importance-sampling weights per sequence, `(B,)` or `(K, B)`. Its `td_errors` are the sequences' priorities."""
-        sequences_shape = np.shape(batch.mask)[:-1]
-        if weights is not None and np.shape(weights) != sequences_shape:
-            raise ValueError(f"weights of shape {np.shape(weights)} for sequences of shape {sequences_shape}")
-        if len(sequences_shape) == 1:
-            batch = SequenceBatch(*(np.expand_dims(x, 0) for x in batch))
-            weights = None if weights is None else np.asarray(weights)[None]
-        outputs = self._update_fn(*self.batch_tensors(batch, weights))
-        loss, q_mean, grad_norm, applied, bad_loss, bad_grad_norm, priorities = (x.numpy() for x in outputs)
-        return PendingResults(int(batch.mask.shape[0]), sequences_shape, int(applied), float(loss), float(q_mean), float(grad_norm),
-                              float(bad_loss), float(bad_grad_norm), priorities)
+    @staticmethod
+    def _samples_shape(batch: SequenceBatch) -> tuple[tuple[int, ...], str]:
+        """One importance weight and one priority per sequence (`SequenceReplay`): `(B,)` or `(K, B)`."""
+        return np.shape(batch.mask)[:-1], "sequences"
 
     @staticmethod
     def batch_tensors(batch: SequenceBatch, weights: np.ndarray | None = None) -> tuple:

@@ -153,7 +153,7 @@ def run_export(plan: Plan) -> Result:
         UserError: for a damaged model, one made for another env, or an export whose Q-values disagree.
     """
     from agent.core.config import env_options
-    from agent.dqn.recurrent import is_recurrent
+    from agent.dqn.recurrent import is_recurrent, q_network_signature
     from agent.run.run_dir import RunDirectory
     from envs import EnvError, make_env
 
@@ -168,9 +168,9 @@ def run_export(plan: Plan) -> Result:
     recurrent = is_recurrent(model)
     try:
         obs_shape, n = tuple(env.observation_space.shape), int(env.action_space.n)
-        takes, gives = (model.input_shape[0], model.output_shape[0]) if recurrent else (model.input_shape, model.output_shape)
-        if tuple(takes[1:]) != obs_shape or gives[-1] != n:
-            raise UserError(f"the model in {str(plan.run_dir)!r} takes {tuple(takes[1:])} and gives {gives[-1]} Q-values, "
+        takes, gives = q_network_signature(model)
+        if takes != obs_shape or gives != n:
+            raise UserError(f"the model in {str(plan.run_dir)!r} takes {takes} and gives {gives} Q-values, "
                             f"but {cfg.env_id} gives observations {obs_shape} and has {n} actions; the run directory is damaged")
         meta = metadata(plan, cfg, run_meta, env)
         if recurrent:
@@ -178,7 +178,7 @@ def run_export(plan: Plan) -> Result:
         obs = observations(env, CHECK_OBSERVATIONS, seed=cfg.seed)  # recurrent: stepped through in order, the state carried
     finally:
         env.close()
-    reference = keras_q_values(model, obs)
+    reference = keras_q_values(model, obs, recurrent)
     json_path = exported.metadata_path(plan.out)
     previous_json = json_path.read_bytes() if json_path.is_file() else None
     metadata_path = None
@@ -201,19 +201,15 @@ def run_export(plan: Plan) -> Result:
     return Result(plan.out, metadata_path, diff, float(np.abs(reference).max()), checked_with)
 
 
-def keras_q_values(model, obs: np.ndarray) -> np.ndarray:
+def keras_q_values(model, obs: np.ndarray, recurrent: bool) -> np.ndarray:
     """The Keras model's Q-values of `obs`: a batch at once, or for a recurrent network one step per observation
     from the zero state, the state carried (`agent.dqn.recurrent`), as a player would step through an episode."""
-    from agent.dqn.recurrent import is_recurrent, lstm_units
+    from agent.dqn.policies import RecurrentQFn
+    from agent.dqn.recurrent import keras_step, lstm_units
 
-    if not is_recurrent(model):
+    if not recurrent:
         return np.asarray(model(obs, training=False))
-    h = c = np.zeros((1, lstm_units(model)), np.float32)
-    q_values = []
-    for o in obs:
-        q, h, c = (np.asarray(x) for x in model([o[None], h, c], training=False))
-        q_values.append(q[0])
-    return np.stack(q_values)
+    return RecurrentQFn(keras_step(model), lstm_units(model)).steps(obs)
 
 
 def recurrent_metadata(model) -> dict:
@@ -263,15 +259,14 @@ def check(path: Path, fmt: str, obs: np.ndarray, reference: np.ndarray, recurren
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(path))  # kept in a name: its functions hold only weak references to its variables
-        q = saved_model_steps(loaded, obs) if recurrent else loaded.serve(tf.constant(obs)).numpy()
+        q = saved_model_q_fn(loaded).steps(obs) if recurrent else loaded.serve(tf.constant(obs)).numpy()
         runtime = "tf.saved_model.load"
     else:
         reason = exported.runtime_missing(fmt)
         if reason:
             return None, f"not checked: {reason}"
-        q_fn = exported.load_q_fn(path, fmt)
-        # a recurrent export (a RecurrentQFn: it has reset) steps through the observations one at a time, as Keras did
-        q = np.concatenate([q_fn(o[None]) for o in obs]) if hasattr(q_fn, "reset") else q_fn(obs)
+        q_fn = exported.load_q_fn(path, fmt)  # a recurrent export's: a RecurrentQFn, stepped through `obs` as Keras was
+        q = q_fn.steps(obs) if recurrent else q_fn(obs)
         runtime = {"tflite": "the LiteRT interpreter (ai-edge-litert)", "onnx": "ONNX Runtime"}[fmt]
     diff = float(np.abs(np.asarray(q, dtype=np.float64) - reference).max())
     tolerance = CHECK_RTOL * max(1.0, float(np.abs(reference).max()))
@@ -281,17 +276,17 @@ def check(path: Path, fmt: str, obs: np.ndarray, reference: np.ndarray, recurren
     return diff, runtime
 
 
-def saved_model_steps(loaded, obs: np.ndarray) -> np.ndarray:
-    """A recurrent SavedModel's `serve([obs, h, c])` stepped through `obs` from the zero state."""
+def saved_model_q_fn(loaded):
+    """A recurrent SavedModel's `serve([obs, h, c])` as a `RecurrentQFn`."""
     import tensorflow as tf
 
-    units = int(loaded.signatures["serving_default"].structured_input_signature[1]["h"].shape[-1])
-    h = c = tf.zeros((1, units))
-    q_values = []
-    for o in obs:
-        q, h, c = loaded.serve([tf.constant(o[None]), h, c])
-        q_values.append(q.numpy()[0])
-    return np.stack(q_values)
+    from agent.dqn.policies import RecurrentQFn
+
+    def step(obs: np.ndarray, carry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q, h, c = loaded.serve([tf.constant(obs), tf.constant(carry[:, 0]), tf.constant(carry[:, 1])])
+        return q.numpy(), np.stack([h.numpy(), c.numpy()], axis=1)
+
+    return RecurrentQFn(step, int(loaded.signatures["serving_default"].structured_input_signature[1]["h"].shape[-1]))
 
 
 def metadata(plan: Plan, cfg, run_meta: dict, env) -> dict:

@@ -145,16 +145,15 @@ def load_agent(run_dir: str, env, which: str = "final"):
         UserError: for a missing or corrupt model, or one made for another env.
     """
     from agent.dqn.policies import keras_q_fn
-    from agent.dqn.recurrent import is_recurrent
+    from agent.dqn.recurrent import q_network_signature
     from agent.run.run_dir import RunDirectory
 
     model = RunDirectory(run_dir).load_model(which)
     obs_shape, n = tuple(env.observation_space.shape), int(env.action_space.n)
-    # a recurrent network's inputs are (obs, h, c) and its outputs (q, h', c'): the observation and the Q-values come first
-    takes, gives = (model.input_shape[0], model.output_shape[0]) if is_recurrent(model) else (model.input_shape, model.output_shape)
-    if tuple(takes[1:]) != obs_shape or gives[-1] != n:
+    takes, gives = q_network_signature(model)
+    if takes != obs_shape or gives != n:
         raise UserError(
-            f"the model in {run_dir!r} takes {tuple(takes[1:])} and gives {gives[-1]} Q-values, "
+            f"the model in {run_dir!r} takes {takes} and gives {gives} Q-values, "
             f"but the env gives observations {obs_shape} and has {n} actions; the run directory is damaged"
         )
     return keras_q_fn(model)
