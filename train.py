@@ -133,7 +133,7 @@ def train(cfg, directory, options):
         # Built first (envs, networks, a pretrained torso, the replay, a checkpoint to resume): what is refused there is
         # refused before the run announces itself.
         with DQN.from_config(cfg, directory.path, resume=options.resuming, keep=options.keep, save_replay=options.save_replay) as model:
-            announce(cfg, directory, options)
+            announce(cfg, directory, options, model.agent.precision)
             return model.learn(max(cfg.total_steps - model.num_env_steps, 0), progress=options.progress).last_result
     except TrainingStopped as e:
         click.echo(f"error: {e}", err=True)
@@ -151,18 +151,17 @@ def train(cfg, directory, options):
         directory.settle_replaced()
 
 
-def announce(cfg, directory, options) -> None:
-    """What is about to train, where, and on what device and precision."""
-    from agent.core.device import describe_device, describe_precision, resolve_precision, visible_gpus
+def announce(cfg, directory, options, precision: str) -> None:
+    """What is about to train, where, and on what device and precision (`precision`: the one the agent computes in)."""
+    from agent.core.device import describe_device, describe_precision, visible_gpus
 
     verb = "resuming" if options.resuming else "training"
     budget = f" or {cfg.train_minutes:g} minutes of training" if cfg.train_minutes is not None else ""
     repeat = "" if cfg.action_repeat == 1 else f" ({cfg.action_repeat} env steps each)"
     click.echo(f"{verb} {cfg.env_id} for {cfg.total_steps:,} {_step_unit(cfg)}s{repeat}{budget} (seed {cfg.seed}) -> {directory}")
     click.echo(f"device: {describe_device()}")
-    if cfg.precision != "float32":
-        gpu = bool(visible_gpus())
-        click.echo(f"precision: {describe_precision(cfg.precision, resolve_precision(cfg.precision, gpu=gpu), gpu)}")
+    if precision != "float32" or cfg.precision == "bfloat16":  # float32, the plain case, goes without saying
+        click.echo(f"precision: {describe_precision(cfg.precision, precision, bool(visible_gpus()))}")
 
 
 def report(cfg, result, directory) -> None:

@@ -106,7 +106,9 @@ def test_numpy_acting_matches_the_nature_cnn(dueling, layer_norm, monkeypatch):
 
     monkeypatch.setattr(networks, "blas_single_threaded", lambda: True)  # whatever BLAS threads this shell asked for
 
-    cfg = DQNConfig(env_id="ALE/Breakout-v5", network="nature_cnn", dueling=dueling, layer_norm=layer_norm, jit_compile=False)
+    # float32: the numpy copy computes the float32 function that model.keras and play.py compute (precision="auto"
+    # would train this CNN in bfloat16 on an AMX CPU, and TF's Q-values would then differ by bfloat16's rounding)
+    cfg = DQNConfig(env_id="ALE/Breakout-v5", network="nature_cnn", dueling=dueling, layer_norm=layer_norm, jit_compile=False, precision="float32")
     agent = DQNAgent((84, 84, 4), np.uint8, 4, cfg, seed=3)
     norms = [layer for layer in agent.online.layers if isinstance(layer, keras.layers.LayerNormalization)]
     assert [layer.output.shape[-1] for layer in norms] == ([512] if layer_norm else [])  # the 512 features, before their ReLU

@@ -76,7 +76,7 @@ class DQNConfig:
     target_update_period: int = 500  # env steps between target syncs; 0 = no target network
     target_tau: float = 1.0  # at each sync: target <- tau * online + (1 - tau) * target (1 = a hard copy)
     jit_compile: bool = True  # compile the update with XLA
-    precision: str = "float32"  # "float32", "bfloat16" (mixed: bf16 compute, float32 weights, head, loss and targets) or "auto" (bfloat16 where the CPU has AVX512_BF16/AMX)
+    precision: str = "auto"  # "float32", "bfloat16" (mixed: bf16 compute, float32 weights, head, loss and targets) or "auto" (bfloat16 for a CNN on a CPU with AVX512_BF16/AMX)
 
     # --- replay ---
     replay_capacity: int = 50_000  # transitions kept

@@ -34,25 +34,28 @@ def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool:
     return any(flag in cpu_flags(cpuinfo) for flag in BFLOAT16_CPU_FLAGS)
 
 
-def resolve_precision(precision: str, cpuinfo: str | None = None, gpu: bool | None = None) -> str:
+def resolve_precision(precision: str, image_input: bool = True, cpuinfo: str | None = None, gpu: bool | None = None) -> str:
     """The compute precision a run uses: "float32" or "bfloat16".
 
-    "auto" picks bfloat16 only when training runs on a CPU with native
-    bfloat16 (`cpu_has_bfloat16`); on other CPUs bfloat16 is emulated (a
-    Nature-CNN update took 170 ms instead of 23 ms on an AVX2 CPU, measured),
-    and on a GPU it stays float32 unless asked for.
+    "auto" (the default) picks bfloat16 only where it is faster: a convolutional Q-network (image
+    observations) on a CPU with native bfloat16 (`cpu_has_bfloat16`). Elsewhere it stays float32: on
+    other CPUs bfloat16 is emulated (a Nature-CNN update took 170 ms instead of 23 ms on an AVX2 CPU),
+    an MLP's small products are slower in bfloat16 even on an AMX CPU (CartPole's update 0.77 -> 1.02
+    ms, `bench/update_flops.py --env CartPole-v1`), and a GPU stays float32 unless asked.
     """
     if precision != "auto":
         return precision
+    if not image_input:
+        return "float32"
     if gpu is None:
         gpu = bool(visible_gpus())
     return "bfloat16" if not gpu and cpu_has_bfloat16(cpuinfo) else "float32"
 
 
-def describe_precision(precision: str, resolved: str, gpu: bool) -> str:
+def describe_precision(precision: str, resolved: str, gpu: bool, image_input: bool = True) -> str:
     """One line for the start of training: the compute precision, and why where "auto" chose it."""
     if resolved == "float32":
-        why = "a GPU computes" if gpu else "this CPU has no AVX512_BF16/AMX"
+        why = "an MLP computes faster in float32" if not image_input else "a GPU computes" if gpu else "this CPU has no AVX512_BF16/AMX"
         return f"float32 (auto: {why})" if precision == "auto" else "float32"
     if gpu:
         where = "on the GPU"

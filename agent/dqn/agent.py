@@ -100,7 +100,7 @@ class DQNAgent:
         self.obs_shape = tuple(obs_shape)
         self.obs_dtype = np.dtype(obs_dtype)
         self.num_actions = int(num_actions)
-        self.precision = resolve_precision(cfg.precision)  # "float32" or "bfloat16" (mixed: see build_q_network)
+        self.precision = resolve_precision(cfg.precision, image_input=len(self.obs_shape) == 3)  # "float32" or "bfloat16" (mixed: see build_q_network)
         self._net = dict(kind=cfg.network, hidden_sizes=cfg.hidden_sizes, dueling=cfg.dueling, layer_norm=cfg.layer_norm)
         self.online = self._build("online", self.precision)
         # No target network (target_update_period = 0, as in the chapter): targets come from the online one.
