@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import click
 
-from common.errors import cli_errors
+from classic.corpora import CORPORA
+from common.errors import UserError, cli_errors
 
 positive_int = click.IntRange(min=1)
 positive_float = click.FloatRange(min=0, min_open=True)
@@ -86,7 +87,9 @@ def mnist(kind: str, epochs: int, batch_size: int, lr: float, dataset: str, data
 
 @cli.command()
 @click.option("--text", "text_file", type=click.Path(dir_okay=False), default=None,
-              help="Any UTF-8 text file; default: the chapter's Nietzsche corpus (downloaded and cached).")
+              help="Any UTF-8 text file (.gz too); instead of --corpus.")
+@click.option("--corpus", type=click.Choice(CORPORA), default=None,
+              help="A named text: pride-and-prejudice (ships with the package; the default) or nietzsche (the chapter's, downloaded and cached).")
 @click.option("--batches", type=positive_int, default=1000, show_default=True)
 @click.option("--seq-length", type=positive_int, default=40, show_default=True)
 @click.option("--batch-size", type=positive_int, default=50, show_default=True)
@@ -95,7 +98,7 @@ def mnist(kind: str, epochs: int, batch_size: int, lr: float, dataset: str, data
 @click.option("--length", type=positive_int, default=400, show_default=True, help="Characters generated per temperature.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
-def textgen(text_file, batches, seq_length, batch_size, lr, units, length, seed) -> None:
+def textgen(text_file, corpus, batches, seq_length, batch_size, lr, units, length, seed) -> None:
     """Train the character LSTM, then print samples at temperatures 0.2, 0.5, 1.0 and 1.2."""
     import keras
     import numpy as np
@@ -104,8 +107,10 @@ def textgen(text_file, batches, seq_length, batch_size, lr, units, length, seed)
     from classic.models import RNN
     from classic.training import generate_text, train_rnn
 
+    if text_file is not None and corpus is not None:
+        raise UserError("give --text FILE or --corpus NAME, not both")
     keras.utils.set_random_seed(seed)
-    loader = TextLoader(text_file, seed=seed, min_length=seq_length + 1)
+    loader = TextLoader(text_file, seed=seed, min_length=seq_length + 1, corpus=corpus or CORPORA[0])
     click.echo(f"{len(loader.text)} characters, {loader.num_chars} distinct")
     model = RNN(num_chars=loader.num_chars, units=units)
     train_rnn(model, loader, batches, seq_length, batch_size, lr, log=click.echo)

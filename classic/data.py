@@ -19,11 +19,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from classic.corpora import CORPORA, SHIPPED_TEXTS, shipped_text
 from classic.errors import ClassicError, first_line
 from classic.npz import load_npz
 
 MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 NIETZSCHE_URL = "https://s3.amazonaws.com/text-datasets/nietzsche.txt"
+
 MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -230,8 +232,15 @@ def read_idx_gz(path: str | os.PathLike, magic: int) -> np.ndarray:
 class TextLoader:
     """A lower-cased text as integer character codes, and random (sequence, next character) batches."""
 
-    def __init__(self, path: str | os.PathLike | None = None, seed: int | None = None, min_length: int = 2):
-        if path is None:
+    def __init__(self, path: str | os.PathLike | None = None, seed: int | None = None, min_length: int = 2,
+                 corpus: str = "pride-and-prejudice"):
+        """`path`: any UTF-8 text file (gzipped if it ends in .gz); without it, `corpus`: a text that ships with
+        the package (Austen's Pride and Prejudice, no download) or "nietzsche", the chapter's corpus, downloaded."""
+        if path is None and corpus in SHIPPED_TEXTS:
+            path = shipped_text(corpus)
+        elif path is None:
+            if corpus != "nietzsche":
+                raise ClassicError(f"unknown corpus {corpus!r}; choose one of {', '.join(CORPORA)} or pass --text FILE")
             try:
                 path = keras.utils.get_file("nietzsche.txt", origin=NIETZSCHE_URL)
             except Exception as e:
@@ -243,11 +252,15 @@ class TextLoader:
         if not path.is_file():
             raise ClassicError(f"{path}: no such file")
         try:
-            self.raw_text = path.read_text(encoding="utf-8").lower()
+            opened = gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+            with opened as f:
+                self.raw_text = f.read().lower()
         except UnicodeDecodeError as e:
             raise ClassicError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-        except OSError as e:
-            raise ClassicError(f"{path}: cannot read: {e.strerror}") from None
+        except (EOFError, zlib.error) as e:  # a cut or damaged gzip stream
+            raise ClassicError(f"{path}: cannot read gzipped text: {first_line(e)}") from None
+        except OSError as e:  # gzip.BadGzipFile is an OSError too
+            raise ClassicError(f"{path}: cannot read: {e.strerror or first_line(e)}") from None
         if len(self.raw_text) < min_length:
             raise ClassicError(f"{path}: {len(self.raw_text)} characters is too short; need at least {min_length}")
         self.chars = sorted(set(self.raw_text))

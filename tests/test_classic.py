@@ -260,6 +260,22 @@ def test_textgen_cli_runs_on_a_given_text(tmp_path):
         assert f"diversity {t}" in result.output
 
 
+def test_textgen_trains_on_the_shipped_novel_by_default_and_reads_gzipped_texts(tmp_path):
+    small = ("--batches", "2", "--seq-length", "5", "--batch-size", "4", "--units", "8", "--length", "10")
+    result = run_cli("textgen", *small)  # no download: Pride and Prejudice ships as package data
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("684768 characters, ") and "diversity 1.200000:" in result.output
+    with gzip.open(tmp_path / "text.txt.gz", "wt", encoding="utf-8") as f:
+        f.write("abcabcabd " * 30)
+    assert run_cli("textgen", "--text", str(tmp_path / "text.txt.gz"), *small).output.startswith("300 characters, 5 distinct")
+    (tmp_path / "cut.txt.gz").write_bytes((tmp_path / "text.txt.gz").read_bytes()[:20])
+    assert_one_line_error(run_cli("textgen", "--text", str(tmp_path / "cut.txt.gz")), "cut.txt.gz: cannot read gzipped text")
+    (tmp_path / "plain.gz").write_text("not gzip at all " * 5, encoding="utf-8")
+    assert_one_line_error(run_cli("textgen", "--text", str(tmp_path / "plain.gz")), "plain.gz: cannot read")
+    assert_one_line_error(run_cli("textgen", "--text", str(tmp_path / "text.txt.gz"), "--corpus", "nietzsche"),
+                          "give --text FILE or --corpus NAME, not both")
+
+
 # --- MobileNetV2 on an image folder --------------------------------------------------------------------
 
 
@@ -353,7 +369,7 @@ def test_textgen_without_network_says_where_to_put_the_file(monkeypatch):
         raise Exception("URL fetch failure")
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
-    assert_one_line_error(run_cli("textgen"), "could not download nietzsche.txt", "--text PATH")
+    assert_one_line_error(run_cli("textgen", "--corpus", "nietzsche"), "could not download nietzsche.txt", "--text PATH")
 
 
 def test_bad_data_files_give_one_line(tmp_path):

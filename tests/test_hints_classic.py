@@ -133,7 +133,7 @@ def test_fashion_data_given_a_file_told_to_give_a_directory_trains(tmp_path):
 
 @pytest.mark.slow  # trains the character RNN twice (~16 s)
 def test_textgen_without_network_told_to_pass_text_or_place_the_file_trains(tmp_path):
-    line = refused(run(["python", "-m", "classic", "textgen", *TEXTGEN], env=offline(tmp_path)))
+    line = refused(run(["python", "-m", "classic", "textgen", "--corpus", "nietzsche", *TEXTGEN], env=offline(tmp_path)))
     match = re.search(r"download it from (\S+) and pass --text PATH, or place it at (\S+) \(", line)
     assert match and match.group(1).endswith("/nietzsche.txt"), line
     (tmp_path / "mine.txt").write_text(TEXT)
@@ -141,7 +141,7 @@ def test_textgen_without_network_told_to_pass_text_or_place_the_file_trains(tmp_
     place = Path(match.group(2))
     assert place == tmp_path / "home" / ".keras" / "datasets" / "nietzsche.txt", line
     place.write_text(TEXT)
-    done = succeeded(run(["python", "-m", "classic", "textgen", *TEXTGEN], env=offline(tmp_path)))
+    done = succeeded(run(["python", "-m", "classic", "textgen", "--corpus", "nietzsche", *TEXTGEN], env=offline(tmp_path)))
     assert f"{len(TEXT)} characters" in done.stdout
 
 

@@ -59,6 +59,8 @@ def test_wheel_ships_every_preset_and_both_tools(installed, tmp_path):
     assert all((installed / f"tfdqn-{tool}").is_file() for tool in ("train", "play", "sweep", "export", "plot"))
     out = sh(installed / "tfdqn-sweep", "--help", cwd=tmp_path, env=clean_env()).stdout
     assert "--seeds" in out  # the help needs no Ray; a sweep without it is one line (tests/test_sweep.py)
+    code = "import classic.corpora as c, gzip; print(len(gzip.open(c.shipped_text('pride-and-prejudice'), 'rt').read()))"
+    assert sh(installed / "python", "-c", code, cwd=tmp_path, env=clean_env()).stdout.strip() == "684768"  # textgen's default text
 
 
 def test_installed_tools_train_with_the_preset_and_play_from_another_directory(installed, tmp_path):
