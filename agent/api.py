@@ -48,6 +48,7 @@ from agent.rollout.evaluation import PREDICT_SEED_OFFSET
 from agent.run.loop import TrainingInterrupted, TrainResult
 from agent.run.run_dir import RunDirectory
 from agent.run.trainer import Trainer
+from classic.blocks import CNN_TORSOS, cnn_min_size
 from envs import EnvError, check_spaces, is_atari, make_env, obs_signature
 
 
@@ -378,13 +379,12 @@ def _config_and_envs(env: str | gym.Env, preset: str | None, overrides: dict, ev
     else:
         cfg = resolve_config(preset=preset, overrides={**overrides, "env_id": env_id})
     shape = env.observation_space.shape
-    if len(shape) == 3 and cfg.network in ("auto", "nature_cnn") and min(shape[:2]) < NATURE_CNN_MIN_SIZE:
-        raise UserError(f"{env_id}'s images are {shape[0]}x{shape[1]}; the Nature CNN needs at least {NATURE_CNN_MIN_SIZE}x{NATURE_CNN_MIN_SIZE} "
-                        "(its 8/4/3 convolutions shrink them to nothing): scale the observations up in a wrapper")
+    kind = "nature_cnn" if cfg.network == "auto" else cfg.network
+    if len(shape) == 3 and kind in CNN_TORSOS and min(shape[:2]) < cnn_min_size(kind):
+        side = cnn_min_size(kind)
+        raise UserError(f"{env_id}'s images are {shape[0]}x{shape[1]}; the {kind} network needs at least {side}x{side} "
+                        "(its valid convolutions shrink them to nothing): scale the observations up in a wrapper")
     return cfg, *_wrap_instances(env_id, env, eval_env)
-
-
-NATURE_CNN_MIN_SIZE = 36  # 8x8 stride 4, 4x4 stride 2, 3x3 stride 1 (valid padding) leave 1x1 from 36x36
 
 
 def _check_spaces(env_id: str, env: gym.Env) -> None:

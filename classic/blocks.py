@@ -15,6 +15,12 @@ import keras
 # (filters, kernel size, stride) of the Nature DQN torso (Mnih et al. 2015).
 NATURE_CNN_CONVS: tuple[tuple[int, int, int], ...] = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
 NATURE_CNN_DENSE = 512
+# The data-efficient torso of DER (van Hasselt et al. 2019, "When to use parametric models in reinforcement learning?";
+# the layout of Kaixhin/Rainbow's `--architecture data-efficient`): two 5x5/5 convolutions (84x84 -> 16x16x32 -> 3x3x64)
+# and 256 hidden units, about 1/6 of the Nature CNN's multiply-adds per frame.
+DATA_EFFICIENT_CNN_CONVS: tuple[tuple[int, int, int], ...] = ((32, 5, 5), (64, 5, 5))
+DATA_EFFICIENT_CNN_DENSE = 256
+CNN_TORSOS = {"nature_cnn": (NATURE_CNN_CONVS, NATURE_CNN_DENSE), "data_efficient_cnn": (DATA_EFFICIENT_CNN_CONVS, DATA_EFFICIENT_CNN_DENSE)}
 
 
 def dense_stack(units: Sequence[int], activation: str = "relu", name: str = "dense", layer_norm: bool = False) -> list[keras.layers.Layer]:
@@ -61,18 +67,28 @@ def conv_stack(
     return layers
 
 
-def nature_cnn_torso(name: str = "torso", layer_norm: bool = False) -> list[keras.layers.Layer]:
-    """The Nature DQN torso: 32 8x8/4, 64 4x4/2, 64 3x3/1 convolutions, then Dense 512.
+def cnn_torso(kind: str = "nature_cnn", name: str = "torso", layer_norm: bool = False) -> list[keras.layers.Layer]:
+    """A convolutional torso of `CNN_TORSOS`: the Nature DQN's (32 8x8/4, 64 4x4/2, 64 3x3/1 convolutions, then
+    Dense 512) or DER's data-efficient one (32 5x5/5, 64 5x5/5, then Dense 256).
 
-    `layer_norm` normalises the 512 features' pre-activations, the layer the
+    `layer_norm` normalises the dense features' pre-activations, the layer the
     Q-values are read from (Gallici et al. 2024 show a normalised last hidden
     layer is what keeps TD learning from diverging).
     """
+    convs, dense = CNN_TORSOS[kind]
     return [
-        *conv_stack(NATURE_CNN_CONVS, name=f"{name}_conv"),
+        *conv_stack(convs, name=f"{name}_conv"),
         keras.layers.Flatten(name=f"{name}_flatten"),
-        *dense_stack([NATURE_CNN_DENSE], name=f"{name}_dense", layer_norm=layer_norm),
+        *dense_stack([dense], name=f"{name}_dense", layer_norm=layer_norm),
     ]
+
+
+def cnn_min_size(kind: str) -> int:
+    """The smallest image side a CNN torso's valid convolutions leave at least 1x1 of (Nature: 36, DER's: 25)."""
+    size = 1
+    for _, kernel, stride in reversed(CNN_TORSOS[kind][0]):
+        size = (size - 1) * stride + kernel
+    return size
 
 
 def mlp_torso(hidden_sizes: Sequence[int], name: str = "torso", layer_norm: bool = False) -> list[keras.layers.Layer]:
@@ -112,11 +128,11 @@ def torso_for(obs_shape: Sequence[int], kind: str = "auto", hidden_sizes: Sequen
         ValueError: an unknown kind, or the Nature CNN for observations that are not images.
     """
     kind = resolve_torso_kind(kind, obs_shape)
-    if kind not in ("mlp", "nature_cnn"):
+    if kind != "mlp" and kind not in CNN_TORSOS:
         raise ValueError(f"unknown network kind {kind!r}")
-    if kind == "nature_cnn" and len(obs_shape) != 3:
-        raise ValueError(f"nature_cnn needs image observations (H, W, C), got shape {tuple(obs_shape)}")
-    return nature_cnn_torso(layer_norm=layer_norm) if kind == "nature_cnn" else mlp_torso(hidden_sizes, layer_norm=layer_norm)
+    if kind in CNN_TORSOS and len(obs_shape) != 3:
+        raise ValueError(f"{kind} needs image observations (H, W, C), got shape {tuple(obs_shape)}")
+    return cnn_torso(kind, layer_norm=layer_norm) if kind in CNN_TORSOS else mlp_torso(hidden_sizes, layer_norm=layer_norm)
 
 
 def observation_input(obs_shape: Sequence[int], obs_dtype) -> tuple[keras.KerasTensor, keras.KerasTensor]:

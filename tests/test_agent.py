@@ -96,8 +96,9 @@ def test_numpy_acting_matches_the_network():
         np.testing.assert_allclose(agent.q_values(obs), agent.online(obs).numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("dueling,layer_norm", [(False, False), (True, False), (True, True)])
-def test_numpy_acting_matches_the_nature_cnn(dueling, layer_norm, monkeypatch):
+@pytest.mark.parametrize("network,dueling,layer_norm", [("nature_cnn", False, False), ("nature_cnn", True, False), ("nature_cnn", True, True),
+                                                       ("data_efficient_cnn", True, True)])
+def test_numpy_acting_matches_the_cnns(network, dueling, layer_norm, monkeypatch):
     """The numpy copy (im2col convolutions) gives the Keras model's Q-values on uint8 frame stacks; big batches go to TF."""
     import keras
 
@@ -108,10 +109,13 @@ def test_numpy_acting_matches_the_nature_cnn(dueling, layer_norm, monkeypatch):
 
     # float32: the numpy copy computes the float32 function that model.keras and play.py compute (precision="auto"
     # would train this CNN in bfloat16 on an AMX CPU, and TF's Q-values would then differ by bfloat16's rounding)
-    cfg = DQNConfig(env_id="ALE/Breakout-v5", network="nature_cnn", dueling=dueling, layer_norm=layer_norm, jit_compile=False, precision="float32")
+    cfg = DQNConfig(env_id="ALE/Breakout-v5", network=network, dueling=dueling, layer_norm=layer_norm, jit_compile=False, precision="float32")
     agent = DQNAgent((84, 84, 4), np.uint8, 4, cfg, seed=3)
+    convs = [tuple(layer.output.shape[1:]) for layer in agent.online.layers if isinstance(layer, keras.layers.Conv2D)]
+    width = {"nature_cnn": 512, "data_efficient_cnn": 256}[network]
+    assert convs == {"nature_cnn": [(20, 20, 32), (9, 9, 64), (7, 7, 64)], "data_efficient_cnn": [(16, 16, 32), (3, 3, 64)]}[network]
     norms = [layer for layer in agent.online.layers if isinstance(layer, keras.layers.LayerNormalization)]
-    assert [layer.output.shape[-1] for layer in norms] == ([512] if layer_norm else [])  # the 512 features, before their ReLU
+    assert [layer.output.shape[-1] for layer in norms] == ([width] if layer_norm else [])  # the dense features, before their ReLU
     assert isinstance(agent._numpy_policy, NumpyPolicy) and agent._numpy_policy.max_batch == 8
     rng = np.random.default_rng(9)
     agent.set_online_weights([w + rng.normal(0, 0.01, w.shape).astype(w.dtype) for w in agent.online.get_weights()])  # biases too

@@ -216,8 +216,10 @@ def test_an_rgb_env_of_ones_own_is_stored_whole_and_predict_keeps_the_training_r
         model.predict(obs[0])
     small = Screens()
     small.observation_space = gym.spaces.Box(0, 255, (12, 12, 3), np.uint8)
-    with pytest.raises(UserError, match="images are 12x12; the Nature CNN needs at least 36x36"):
+    with pytest.raises(UserError, match="images are 12x12; the nature_cnn network needs at least 36x36"):
         DQN(small)
+    with pytest.raises(UserError, match="images are 12x12; the data_efficient_cnn network needs at least 25x25"):
+        DQN(small, network="data_efficient_cnn")
 
 
 def test_idle_time_between_calls_is_not_training_time():

@@ -29,7 +29,7 @@ CONFIG_DIR = _config_dir()
 
 
 PRECISIONS = ("float32", "bfloat16", "auto")
-NETWORKS = ("auto", "mlp", "nature_cnn", "recurrent")  # the Q-network kinds (agent/dqn/networks.py, agent/dqn/recurrent.py)
+NETWORKS = ("auto", "mlp", "nature_cnn", "data_efficient_cnn", "recurrent")  # the Q-network kinds (agent/dqn/networks.py, agent/dqn/recurrent.py)
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class DQNConfig:
     pixel_view: str = "full"  # with pixels: one of envs.base.PIXEL_VIEWS ("full" frame; CartPole: "cart" window that follows the cart, "cart_track" that window over the track)
 
     # --- Q-network ---
-    network: str = "auto"  # "mlp", "nature_cnn", "auto" (MLP for vectors, CNN for images) or "recurrent" (that torso, then an LSTM)
+    network: str = "auto"  # "mlp", "nature_cnn", "data_efficient_cnn" (DER's, cheaper), "auto" (MLP for vectors, Nature CNN for images) or "recurrent" (+ LSTM)
     lstm_units: int = 64  # recurrent: units of the LSTM's state (h and c each)
     sequence_length: int = 20  # recurrent: agent steps per replayed sequence, burn-in included (R2D2: 80)
     burn_in: int = 10  # recurrent: first steps of a sequence that only rebuild the state, no loss (R2D2: 40)

@@ -73,7 +73,7 @@ def build_q_network(
         obs_shape: one observation's shape, e.g. `(4,)` or `(84, 84, 4)`.
         obs_dtype: uint8 observations get a `Rescaling(1/255)` layer first.
         num_actions: size of the discrete action space.
-        kind: "mlp", "nature_cnn" or "auto".
+        kind: "mlp", "nature_cnn", "data_efficient_cnn" or "auto" (classic.blocks.torso_for).
         hidden_sizes: MLP torso widths (ignored by the CNN).
         dueling: use a dueling head instead of a single linear layer.
         layer_norm: LayerNorm before each ReLU of the MLP torso, or before the
