@@ -64,6 +64,44 @@ def test_demos_fill_the_replay_step_by_step(cartpole_demos):
     # Consecutive demo steps are linked, so n-step returns run through them.
     batch = replay._gather(np.array([0]))
     assert batch.rewards[0] == pytest.approx(1 + 0.5 + 0.25) and batch.discounts[0] == pytest.approx(0.125)
+    # ... but not across a cut: the step before one ends its episode, bootstrapped from the next observation.
+    before_cut = int(np.flatnonzero(np.isin(keep + 1, np.flatnonzero(cut)))[0])
+    batch = replay._gather(np.array([before_cut]))
+    assert batch.rewards[0] == pytest.approx(1.0) and batch.discounts[0] == pytest.approx(0.5)
+
+
+def test_demos_fill_a_sequence_replay_with_the_state_the_network_has_at_each_step(cartpole_demos):
+    """The recurrent network's replay: each sequence start stores the state the network reaches by stepping through its
+    demo episode from the zero state, every episode ends in the replay (cut ones too), and sequences can be drawn."""
+    from agent.dqn.recurrent_agent import RecurrentDQNAgent
+    from replay.sequences import LAST, STEP
+
+    path, d = cartpole_demos
+    cfg = resolve_config(env_id="CartPole-v1").replace(demos=str(path), network="recurrent", lstm_units=8, sequence_length=8,
+                                                       burn_in=3, n_steps=2, replay_capacity=2_000)
+    agent = RecurrentDQNAgent((4,), np.float32, 2, cfg, seed=0)
+    replay = make_replay(cfg, (4,), np.float32)
+    stored = seed_replay_with_demos(replay, cfg, (4,), np.float32, agent)
+    keep = np.flatnonzero(~d["truncated"])
+    assert stored == (replay.kinds[:replay.size] == STEP).sum() == len(keep)
+    ends = np.flatnonzero(d["terminated"] | d["truncated"])
+    episodes = [t[~d["truncated"][t]] for t in np.split(np.arange(len(d["actions"])), ends[:-1] + 1)]  # a cut's last step left out
+    assert (replay.kinds[:replay.size] == LAST).sum() == len(episodes) and not replay.open and not replay.pending
+    row = 0
+    for steps in episodes:
+        carry = agent.initial_carry(1)
+        for i, t in enumerate(steps):
+            np.testing.assert_array_equal(replay.obs[row], d["obs"][t])
+            assert replay.episode_starts[row] == (i == 0)
+            if i % replay.stride == 0:
+                np.testing.assert_allclose(replay.carries[row], carry[0], atol=1e-6)
+                assert replay.sampleable[row]
+            carry = agent.step(d["obs"][t][None], carry)[1]
+            row += 1
+        assert replay.kinds[row] == LAST
+        row += 1
+    batch = replay.sample(4)
+    assert batch.obs.shape == (4, 9, 4) and np.isfinite(batch.returns).all()
 
 
 def test_train_with_demos_and_a_pretrained_torso(cartpole_demos, tmp_path):
@@ -80,6 +118,14 @@ def test_train_with_demos_and_a_pretrained_torso(cartpole_demos, tmp_path):
     assert f'demos = "{path}"' in (run / "config.toml").read_text()
     code, out = cli("--resume", str(run), "--demos", str(path))
     assert code == 2 and "--demos" in out.strip().splitlines()[-1]
+
+
+def test_a_recurrent_run_trains_from_demos(cartpole_demos, tmp_path):
+    path, _ = cartpole_demos
+    code, out = cli("--steps", "400", "--set", "learning_starts=100", "--set", "network=recurrent", "--set", "lstm_units=8",
+                    "--eval-episodes", "1", "--set", "final_eval_episodes=1", "--demos", str(path), "--run-dir", str(tmp_path / "run"))
+    assert code == 0, out
+    assert "demonstration transitions" in out and (tmp_path / "run" / "model.keras").is_file()
 
 
 @pytest.mark.parametrize("problem", ["other env", "wrong shape", "missing", "not npz"])

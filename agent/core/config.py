@@ -365,8 +365,6 @@ def _validate_recurrent(cfg: DQNConfig, need) -> None:
          f"n_steps ({cfg.n_steps}) must be below the trained part of a sequence, sequence_length - burn_in = "
          f"{cfg.sequence_length - cfg.burn_in}; raise sequence_length or lower n_steps")
     need(cfg.n_steps_end is None, "n_steps_end: an annealed n is not supported by the recurrent network; set n_steps_end=none")
-    need(cfg.demos is None, "demos: recorded play cannot seed the recurrent network's sequence replay yet (it has no stored "
-         "recurrent state); train without --demos")
     need(cfg.sequence_length + 2 <= cfg.replay_capacity,
          f"replay_capacity ({cfg.replay_capacity}) must hold a sequence and its ends, sequence_length + 2 = {cfg.sequence_length + 2} rows")
 

@@ -53,14 +53,17 @@ def record_again(cfg: DQNConfig) -> str:
     return f"or record again with `{command('play')} RUN_DIR --headless --save-demos FILE`, RUN_DIR a run seen as this one ({seen})"
 
 
-def training_transitions(demos: Demos, cfg: DQNConfig) -> Iterator[tuple[np.ndarray, int, float, np.ndarray, bool]]:
-    """(obs, action, reward, next_obs, terminal) of each step as the training env would have given it.
+def training_transitions(demos: Demos, cfg: DQNConfig) -> Iterator[tuple[np.ndarray, int, float, np.ndarray, bool, bool]]:
+    """(obs, action, reward, next_obs, terminal, truncated) of each step as the training env would have given it.
 
     Demos are recorded on the full game, so for Atari the rewards are clipped
     (`envs.atari.ClipReward`) and a lost life ends the episode
     (`envs.atari.EpisodicLife`), from the `lives` the file keeps. The last step
     of a cut (truncated) episode is skipped: the file does not keep the
-    observation after it, which its target would bootstrap from.
+    observation after it, which its target would bootstrap from; the step
+    before it then ends the episode as a cut (`truncated`: bootstrapped from,
+    and the next step starts a new episode), as does the file's last step
+    when the file stops inside an episode.
 
     Raises:
         UserError: Atari demos without `lives` (recorded before they were kept).
@@ -78,12 +81,16 @@ def training_transitions(demos: Demos, cfg: DQNConfig) -> Iterator[tuple[np.ndar
         rewards = clip_reward(rewards)
         episode_goes_on = ~(terminated | truncated)
         life_lost[1:] = episode_goes_on[:-1] & (demos.lives[1:] < demos.lives[:-1])
-    for t in range(len(actions)):
-        ends_here = terminated[t] or truncated[t] or t + 1 == len(actions)
-        if not ends_here:
+    n = len(actions)
+    ends = terminated | truncated
+    ends[-1:] = True  # the file's end ends its last episode
+    cut = ends & ~terminated  # an episode whose last step has no observation after it in the file
+    for t in range(n):
+        if not ends[t]:
             next_obs = obs[t + 1]
         elif terminated[t]:
             next_obs = obs[t]  # never bootstrapped from; only its shape matters
         else:
             continue  # the observation after a cut is not in the file
-        yield obs[t], int(actions[t]), float(rewards[t]), next_obs, bool(terminated[t] or life_lost[t])
+        cut_next = t + 1 < n and cut[t + 1]  # the next step is skipped: the episode is cut after this one
+        yield obs[t], int(actions[t]), float(rewards[t]), next_obs, bool(terminated[t] or life_lost[t]), bool(cut_next and not terminated[t])

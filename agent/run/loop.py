@@ -110,14 +110,17 @@ def make_replay(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype, *, frame_
     return ReplayBuffer(cfg.replay_capacity, obs_shape, obs_dtype, **common)
 
 
-def seed_replay_with_demos(replay: ReplayMemory, cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype) -> int:
+def seed_replay_with_demos(replay: ReplayMemory, cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype, agent: DQNAgent | None = None) -> int:
     """Store recorded play (`play.py --save-demos`) in the replay before learning starts.
 
     Demonstrations in the replay are DQfD's second ingredient (Hester et al.
     2018): from the first update on, the learner sees where good play leads,
     which epsilon-greedy play finds only late. Each step goes in as the
     training env would have given it (`agent.demos.training_transitions`),
-    through the same `replay_targets` as the agent's own steps.
+    through the same `replay_targets` as the agent's own steps. A sequence
+    replay (the recurrent network) stores with each step the recurrent state
+    `agent`'s network has there, run over the demo episode from its start, as
+    acting stores its own (R2D2's stored state; burn-in refreshes it later).
 
     Returns:
         The number of transitions stored.
@@ -126,10 +129,17 @@ def seed_replay_with_demos(replay: ReplayMemory, cfg: DQNConfig, obs_shape: tupl
         UserError: a file that does not fit the run, or Atari demos without `lives`.
     """
     demos = load_for_run(cfg, obs_shape, obs_dtype)
+    sequences = isinstance(replay, SequenceReplay)
+    carry = agent.initial_carry(1) if sequences else None
     stored = 0
-    for obs, action, reward, next_obs, terminal in training_transitions(demos, cfg):
+    for obs, action, reward, next_obs, terminal, truncated in training_transitions(demos, cfg):
         stored_reward, ends = replay_targets(reward, terminal, False, cfg)
-        replay.add(obs, action, stored_reward, next_obs, ends, truncated=False)
+        if sequences:
+            _, carry_after = agent.step(obs[None], carry)
+            replay.add(obs, action, stored_reward, next_obs, ends, truncated=truncated, carry=carry[0])
+            carry = agent.initial_carry(1) if ends or truncated else carry_after
+        else:
+            replay.add(obs, action, stored_reward, next_obs, ends, truncated=truncated)
         stored += 1
     replay.open = False  # the live env's first episode starts afresh
     if stored > replay.capacity:

@@ -218,7 +218,7 @@ def _open_run(cfg: DQNConfig, directory: RunDirectory, stack: contextlib.ExitSta
         trim_tensorboard(directory.tensorboard_dir, state.step)
     else:
         if cfg.demos:
-            seed_replay_with_demos(replay, cfg, obs_shape, obs_dtype)
+            seed_replay_with_demos(replay, cfg, obs_shape, obs_dtype, agent)
         state.obs, _ = env.reset(seed=cfg.seed)
     directory.save_config(cfg)
     run.started = time.perf_counter() - state.wall_seconds  # wall time counts on across sessions
