@@ -182,3 +182,47 @@ def test_a_memory_too_small_for_one_sequence_is_refused():
         memory(capacity=7, sequence_length=6)
     with pytest.raises(ReplayMemoryError, match="burn_in"):
         memory(sequence_length=6, burn_in=6)
+
+
+def test_a_ring_of_few_stored_states_keeps_the_newest_starts_and_stops_drawing_the_others():
+    mem = SequenceReplay(200, (2,), np.float32, (2, UNITS), sequence_length=4, burn_in=1, seed=0, carry_slots=3, carry_dtype=np.float16)
+    play(mem, 1, 20)  # stride 3: starts at steps 0, 3, ..., 18; only the last 3 keep their state
+    assert [tuple(mem.obs[s]) for s in np.flatnonzero(mem.sampleable)] == [(1, 12), (1, 15), (1, 18)]
+    batch = mem.sample(50)
+    firsts = batch.obs[:, 0, 1].astype(int)
+    assert set(firsts) == {12, 15, 18}
+    np.testing.assert_array_equal(batch.carry, np.stack([carry_of(1, f) for f in firsts]))  # exact in float16 (small integers)
+    assert batch.carry.dtype == np.float32
+
+
+def test_a_frame_memory_of_a_million_rows_stays_under_7300_bytes_per_row():
+    """An 84x84 frame per row (7,056 bytes), 256-unit stored states in float16 on 1.25 slots per stride of 10 rows, priorities."""
+    capacity = 1_000_000
+    nbytes = SequenceReplay.expected_nbytes(capacity, (84, 84, 1), np.uint8, (2, 256), prioritized=True,
+                                            carry_slots=capacity * 5 // 40, carry_dtype=np.float16)
+    assert 7_056 < nbytes / capacity < 7_300
+    small = SequenceReplay(1_000, (84, 84, 1), np.uint8, (2, 256), sequence_length=20, burn_in=10, prioritized=True,
+                           carry_slots=1_000 * 5 // 40, carry_dtype=np.float16)
+    assert small.nbytes == SequenceReplay.expected_nbytes(1_000, (84, 84, 1), np.uint8, (2, 256), prioritized=True,
+                                                          carry_slots=1_000 * 5 // 40, carry_dtype=np.float16)
+
+
+def test_a_state_saved_with_one_stored_state_per_row_loads_into_slots():
+    """Checkpoints of the first recurrent runs kept `carries[row]`; they resume with the same draws."""
+    mem = memory(sequence_length=6, burn_in=2, seed=5)
+    play(mem, 1, 11)
+    play(mem, 2, 9, terminated=False)
+    mem.add(obs_of(3, 0), 0, 1.0, obs_of(3, 1), False, carry=carry_of(3, 0))  # an open episode: a pending start
+    state = mem.state_dict()
+    per_row = np.zeros((mem.capacity, 2, UNITS), np.float32)
+    per_row[state["slot_of_row"] >= 0] = state["carries"][state["slot_of_row"][state["slot_of_row"] >= 0]]
+    old = {k: v for k, v in state.items() if k not in ("slot_of_row", "row_of_slot", "next_slot", "carry_slots", "carry_dtype")}
+    old["carries"] = per_row
+    loaded = memory(sequence_length=6, burn_in=2, seed=99)
+    loaded.load_state_dict(old)
+    for a, b in zip(mem.sample(16), loaded.sample(16)):
+        np.testing.assert_array_equal(a, b)
+    for m in (mem, loaded):
+        play(m, 3, 7)
+    for a, b in zip(mem.sample(16), loaded.sample(16)):
+        np.testing.assert_array_equal(a, b)
