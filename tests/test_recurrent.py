@@ -147,6 +147,27 @@ def test_a_recurrent_run_resumes_bit_for_bit(straight, tmp_path):
     assert is_recurrent(model)
 
 
+def test_a_recurrent_atari_run_replays_single_frames_and_resumes_bit_for_bit(tmp_path):
+    """DRQN's setting: one frame per step (frame_stack = 1), the Nature CNN before the LSTM, states stored in float16."""
+    atari = dict(env_id="ALE/Breakout-v5", observe="full", hidden_sizes=(64, 64), frame_stack=1, total_steps=240, learning_starts=120,
+                 eval_every=0, final_eval_episodes=1, checkpoint_every=160, replay_capacity=1_000, precision="float32")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = train(cfg(**atari), tmp_path / "a", progress=False)
+    half = train(cfg(**atari), tmp_path / "b", progress=False, pause_at=160)
+    assert not half.finished
+    b = train(cfg(**atari), tmp_path / "b", progress=False, resume=True)
+    assert (a.env_steps, a.updates, a.final_eval["returns"]) == (b.env_steps, b.updates, b.final_eval["returns"]) and a.updates > 0
+    last = "checkpoints/step-000000240/replay"
+    assert np.load(tmp_path / "a" / last / "obs.npy").shape == (1_000, 84, 84, 1)  # each frame once
+    carries = np.load(tmp_path / "a" / last / "carries.npy")
+    assert carries.dtype == np.float16 and carries.shape == (1_000 * 5 // 16 + 1, 2, UNITS)  # 1.25 states per stride of 4 rows
+    for name in ("obs.npy", "carries.npy", "slot_of_row.npy", "sampleable.npy"):
+        assert (tmp_path / "a" / last / name).read_bytes() == (tmp_path / "b" / last / name).read_bytes(), name
+    model = keras.models.load_model(tmp_path / "a" / "model.keras")
+    assert is_recurrent(model) and model.input_shape[0] == (None, 84, 84, 1)
+
+
 def test_a_recurrent_checkpoint_is_refused_by_a_feed_forward_config_and_the_reverse(straight, tmp_path):
     from agent.run.run_state import RunPart
 

@@ -100,11 +100,11 @@ def make_replay(cfg: DQNConfig, obs_shape: tuple[int, ...], obs_dtype, *, frame_
     common = dict(seed=cfg.seed, n_steps=cfg.n_steps, gamma=cfg.gamma, prioritized=cfg.prioritized,
                   priority_alpha=cfg.priority_alpha, priority_eps=cfg.priority_eps)
     if cfg.network == "recurrent":  # sequences with their stored recurrent state (R2D2)
-        if len(obs_shape) == 3:
-            raise UserError("network = \"recurrent\" replays vector observations only so far (its frame memory is not built); "
-                            "use it on a vector env such as CartPole-v1")
+        frames = {}
+        if len(obs_shape) == 3:  # each row one observation (frame_stack = 1: one frame); states in float16, 1.25 per stride
+            frames = dict(carry_slots=cfg.replay_capacity * 5 // (4 * (cfg.sequence_length - cfg.burn_in)) + 1, carry_dtype=np.float16)
         return SequenceReplay(cfg.replay_capacity, obs_shape, obs_dtype, (2, cfg.lstm_units), sequence_length=cfg.sequence_length,
-                              burn_in=cfg.burn_in, **common)
+                              burn_in=cfg.burn_in, **common, **frames)
     if frame_stacks and len(obs_shape) == 3 and np.dtype(obs_dtype) == np.uint8:
         return FrameReplayBuffer(cfg.replay_capacity, frame_shape=obs_shape[:2], stack=obs_shape[2], **common)
     return ReplayBuffer(cfg.replay_capacity, obs_shape, obs_dtype, **common)
