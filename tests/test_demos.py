@@ -120,6 +120,7 @@ def test_train_with_demos_and_a_pretrained_torso(cartpole_demos, tmp_path):
     assert code == 2 and "--demos" in out.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # a whole training run; the fast tier checks what the demos put in the sequence replay (above)
 def test_a_recurrent_run_trains_from_demos(cartpole_demos, tmp_path):
     path, _ = cartpole_demos
     code, out = cli("--steps", "400", "--set", "learning_starts=100", "--set", "network=recurrent", "--set", "lstm_units=8",

@@ -147,6 +147,7 @@ def test_a_recurrent_run_resumes_bit_for_bit(straight, tmp_path):
     assert is_recurrent(model)
 
 
+@pytest.mark.slow  # ~15-50 s; the fast tier checks the frame memory's layout (test_sequence_replay.py) and the network on frames
 def test_a_recurrent_atari_run_replays_single_frames_and_resumes_bit_for_bit(tmp_path):
     """DRQN's setting: one frame per step (frame_stack = 1), the Nature CNN before the LSTM, states stored in float16."""
     atari = dict(env_id="ALE/Breakout-v5", observe="full", hidden_sizes=(64, 64), frame_stack=1, total_steps=240, learning_starts=120,
