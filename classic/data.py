@@ -233,7 +233,7 @@ class TextLoader:
     """A lower-cased text as integer character codes, and random (sequence, next character) batches."""
 
     def __init__(self, path: str | os.PathLike | None = None, seed: int | None = None, min_length: int = 2,
-                 corpus: str = "pride-and-prejudice"):
+                 corpus: str = CORPORA[0]):
         """`path`: any UTF-8 text file (gzipped if it ends in .gz); without it, `corpus`: a text that ships with
         the package (Austen's Pride and Prejudice, no download) or "nietzsche", the chapter's corpus, downloaded."""
         if path is None and corpus in SHIPPED_TEXTS:

@@ -52,10 +52,10 @@ def resolve_precision(precision: str, image_input: bool = True, cpuinfo: str | N
     return "bfloat16" if not gpu and cpu_has_bfloat16(cpuinfo) else "float32"
 
 
-def describe_precision(precision: str, resolved: str, gpu: bool, image_input: bool = True) -> str:
+def describe_precision(precision: str, resolved: str, gpu: bool) -> str:
     """One line for the start of training: the compute precision, and why where "auto" chose it."""
     if resolved == "float32":
-        why = "an MLP computes faster in float32" if not image_input else "a GPU computes" if gpu else "this CPU has no AVX512_BF16/AMX"
+        why = "a GPU computes" if gpu else "this CPU has no AVX512_BF16/AMX"
         return f"float32 (auto: {why})" if precision == "auto" else "float32"
     if gpu:
         where = "on the GPU"
